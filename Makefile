@@ -1,0 +1,31 @@
+# Two entry points, each doing all the set-up on a fresh Debian machine with Python 3.11:
+#   make demo   short adversarial training run on CPU, 2 processes, through accelerate launch
+#   make test   the test suite
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.distadv-installed
+ARGS   ?=
+
+.PHONY: demo test install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	# torchattacks only for the tests' cross-checks; --no-deps because it pins an old
+	# requests (see README, "Dependencies").
+	$(BIN)/python -m pip install --no-deps 'torchattacks==3.5.1'
+	touch $(STAMP)
+
+# ACCELERATE_USE_CPU=1 + --multi_gpu really starts 2 gloo processes on CPU
+# (`--cpu --num_processes 2` silently starts ONE). One thread per process on 2 cores.
+demo: $(STAMP)
+	OMP_NUM_THREADS=1 ACCELERATE_USE_CPU=1 $(BIN)/accelerate launch --multi_gpu \
+	  --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
+	  --main_process_port 0 distadv/train.py recipe=demo $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest tests -n 2 --durations=15 $(ARGS)

@@ -1,0 +1,3 @@
+"""distadv: distributed adversarial training of robust image classifiers."""
+
+__version__ = "0.1.0"

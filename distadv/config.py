@@ -1,0 +1,124 @@
+"""The typed run configuration (dataclasses = the schema Hydra validates overrides against)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+
+@dataclass
+class ThreatConfig:
+    """One attack: PGD over a norm ball in [0, 1] pixel units (FGSM: steps=1, no random start)."""
+
+    norm: str = "linf"          # linf | l2
+    eps: float = 0.03           # radius, pixel units (0.03 ~ 8/255)
+    alpha: float = 0.0075       # step size
+    steps: int = 10             # iterations (>= 1)
+    random_start: bool = True
+    restarts: int = 1           # worst case per example is kept
+    loss: str = "ce"            # ce | cw
+    targeted: bool = False      # targets = (y + 1 + randint(C - 1)) % C, drawn per batch
+    bn_mode: str = "eval"       # model mode during the attack: eval (running stats) | train
+
+
+@dataclass
+class DataConfig:
+    """Which data set, where it lives, and how it is split and batched."""
+
+    name: str = "digits"        # digits | cifar10 | cifar100
+    root: str = "data"          # folder with the data set files (CIFAR)
+    download: bool = False      # allow torchvision to download CIFAR into root
+    val_size: int = 200         # validation examples held out from the training set
+    split_seed: int = 0         # seeds the validation split (same on every rank and resume)
+    batch_size: int = 64        # GLOBAL training batch, split evenly across processes
+    eval_batch_size: int = 256  # global evaluation batch
+    augment: bool = False       # random crop (pad 4) + horizontal flip on training batches
+    num_workers: int = 0
+    synthetic: bool = False     # random data of the data set's shape (smoke tests, no files)
+    synthetic_size: int = 64    # examples per split when synthetic
+
+
+@dataclass
+class ModelConfig:
+    """Architecture from the registry in ``distadv.models``."""
+
+    name: str = "basicnet"
+    width: Optional[float] = None   # width factor (preact_resnet18 only)
+    input_noise: float = 0.0        # sigma of Gaussian input noise at inference (0 = off)
+
+
+@dataclass
+class OptimConfig:
+    """SGD and the learning-rate schedule (stepped once per optimizer step)."""
+
+    epochs: int = 50
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: str = "multistep"     # multistep | cosine | onecycle | constant
+    milestones: List[int] = field(default_factory=lambda: [30, 40])  # epochs (multistep)
+    gamma: float = 0.1              # multistep factor
+    pct_start: float = 0.4          # onecycle: fraction of steps spent warming up
+    grad_clip: float = 0.0          # max global grad norm (0 = off)
+
+
+@dataclass
+class StrategyConfig:
+    """How a batch becomes a loss (``distadv.strategies``)."""
+
+    name: str = "adversarial"       # natural | adversarial | mat | trades
+    mode: str = "rand"              # mat: rand (one norm per batch) | max (worst per example)
+    natural_fraction: float = 0.0   # share of batches trained on clean images (mix)
+    trades_beta: float = 6.0
+
+
+@dataclass
+class EarlyStopConfig:
+    """Best-robust checkpointing and early stopping (Rice et al. 2020)."""
+
+    metric: str = "pgd_linf"        # natural or a key of eval_attacks
+    patience: int = 10              # epochs without improvement before stopping (0 = never)
+    min_delta: float = 0.0
+
+
+@dataclass
+class LogConfig:
+    """TensorBoard and console output (rank 0 only)."""
+
+    tensorboard: bool = True
+    image_grid: int = 8             # validation images shown clean/adversarial/perturbation
+    progress: str = "auto"          # auto (bar on a TTY) | always | never
+
+
+@dataclass
+class RuntimeConfig:
+    """Execution knobs that do not change the experiment (ignored when matching a resume)."""
+
+    precision: str = "fp32"         # fp32 | bf16 | fp16
+    max_steps_per_epoch: Optional[int] = None   # cap (debug runs)
+    max_epochs_per_session: Optional[int] = None  # stop cleanly after N epochs; rerun resumes
+    timeout_s: int = 1800           # process-group timeout: a hung peer fails after this
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs. ``recipe`` names the YAML in recipes/recipe/ it came from."""
+
+    recipe: str = "demo"
+    name: Optional[str] = None      # run name (default: the recipe's name)
+    runs_root: str = "runs"
+    run_dir: Optional[str] = None   # default: <runs_root>/<name>
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    train_attacks: Dict[str, ThreatConfig] = field(default_factory=dict)
+    eval_attacks: Dict[str, ThreatConfig] = field(default_factory=dict)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+# Sections that may differ between an interrupted run and its resume.
+RESUMABLE_SECTIONS = ("runtime", "log")

@@ -1,0 +1,57 @@
+"""Evaluation epoch: natural accuracy and accuracy under each attack, counted exactly once."""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ..attacks import PGD, attack_mode
+
+
+def _first_occurrence(idx: torch.Tensor) -> torch.Tensor:
+    """Positions of the first occurrence of each distinct value of ``idx``."""
+    uniq, inverse = torch.unique(idx, return_inverse=True)
+    pos = torch.arange(len(idx), device=idx.device)
+    first = torch.full((len(uniq),), len(idx), dtype=pos.dtype, device=idx.device)
+    return first.scatter_reduce(0, inverse, pos, reduce="amin")
+
+
+def evaluate(model: nn.Module, loader, attacks: Dict[str, PGD], accelerator, num_classes: int,
+             max_steps: Optional[int] = None, keep_images: int = 0,
+             image_attack: Optional[str] = None) -> Tuple[Dict[str, float], Optional[dict]]:
+    """Accuracy of ``model`` (unwrapped) on ``loader``: clean and under every attack.
+
+    Each rank attacks its own shard; per-example results are gathered once at the end (one
+    collective per evaluation, not per batch) and de-duplicated by example index, so every
+    example counts exactly once whatever the padding. Returns ({"natural": acc, <attack>: acc,
+    "count": n}, images) where images holds clean/adversarial examples of rank 0's first batch.
+    """
+    names = list(attacks)
+    rows, images = [], None
+    device = accelerator.device
+    with attack_mode(model, "eval"):
+        for step, (x, y, idx) in enumerate(loader):
+            if max_steps is not None and step >= max_steps:
+                break
+            x, y, idx = x.to(device), y.to(device), idx.to(device)
+            with torch.no_grad():
+                cols = [idx, (model(x).argmax(1) == y).long()]
+            for name in names:
+                atk = attacks[name]
+                x_adv = atk(model, x, atk.labels_for(y, num_classes))
+                with torch.no_grad():
+                    cols.append((model(x_adv).argmax(1) == y).long())
+                if images is None and keep_images and name == (image_attack or names[0]):
+                    images = {"clean": x[:keep_images].cpu(), "adv": x_adv[:keep_images].cpu(),
+                              "eps": atk.eps, "attack": name}
+            rows.append(torch.stack(cols, dim=1))
+    local = torch.cat(rows) if rows else torch.zeros(0, 2 + len(names), dtype=torch.long, device=device)
+    table = accelerator.gather(local)
+    table = table[_first_occurrence(table[:, 0])]
+    n = len(table)
+    metrics = {"natural": table[:, 1].float().mean().item() if n else 0.0}
+    for j, name in enumerate(names):
+        metrics[name] = table[:, 2 + j].float().mean().item() if n else 0.0
+    metrics["count"] = n
+    return metrics, images

@@ -1,0 +1,54 @@
+"""SGD and learning-rate schedules, defined per optimizer step."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..models import is_noise_param
+
+
+def build_optimizer(model: nn.Module, cfg) -> torch.optim.SGD:
+    """SGD with momentum/nesterov; PNI noise scales are kept out of weight decay."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if is_noise_param(name) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+
+
+@dataclass
+class LRFactor:
+    """The LR multiplier at optimizer step ``t``; a picklable plain object so that the
+    scheduler's state_dict holds only numbers (checkpoints load with weights_only=True)."""
+
+    schedule: str
+    total: int
+    milestones: tuple
+    gamma: float
+    pct_start: float
+
+    def __call__(self, t: int) -> float:
+        if self.schedule == "constant":
+            return 1.0
+        if self.schedule == "multistep":
+            return self.gamma ** sum(t >= m for m in self.milestones)
+        frac = min(t / max(self.total, 1), 1.0)
+        if self.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * frac))
+        # onecycle: linear warm-up to the peak at pct_start, then linear decay to 0
+        # (the piecewise-linear "cyclic" schedule of Rice et al. / Wong et al.).
+        if frac < self.pct_start:
+            return frac / self.pct_start
+        return max(0.0, (1 - frac) / (1 - self.pct_start))
+
+
+def build_scheduler(optimizer, cfg, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """LambdaLR over optimizer steps; multistep milestones are given in epochs."""
+    factor = LRFactor(cfg.schedule, cfg.epochs * steps_per_epoch,
+                      tuple(m * steps_per_epoch for m in cfg.milestones), cfg.gamma, cfg.pct_start)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -1,0 +1,98 @@
+"""ResNet20 (He et al. 2016, CIFAR variant) and PreActResNet18 with a width factor."""
+from __future__ import annotations
+
+from typing import Type
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class _BasicBlock(nn.Module):
+    """Post-activation block with the parameter-free option-A shortcut (He et al. 2016)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, conv: Type[nn.Conv2d] = nn.Conv2d):
+        super().__init__()
+        self.conv1 = conv(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = conv(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.pad = cout - cin  # option A: subsample and zero-pad the channels
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        short = x[:, :, ::self.stride, ::self.stride] if self.stride > 1 else x
+        if self.pad:
+            short = F.pad(short, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+        return F.relu(out + short)
+
+
+class ResNet20(nn.Module):
+    """ResNet-20 for 32x32 inputs: 3 stages x 3 blocks, 16/32/64 channels (~0.27M parameters).
+
+    ``conv`` swaps the convolution class (NoiseNet20 passes a noisy one).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, blocks: int = 3,
+                 conv: Type[nn.Conv2d] = nn.Conv2d):
+        super().__init__()
+        self.conv1 = conv(in_channels, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        layers, cin = [], 16
+        for cout, stride in ((16, 1), (32, 2), (64, 2)):
+            for i in range(blocks):
+                layers.append(_BasicBlock(cin, cout, stride if i == 0 else 1, conv))
+                cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.fc = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+class _PreActBlock(nn.Module):
+    """Pre-activation block (He et al. 2016b) with a 1x1 projection shortcut when shapes change."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = (nn.Conv2d(cin, cout, 1, stride, bias=False)
+                         if stride != 1 or cin != cout else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        short = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + short
+
+
+class PreActResNet18(nn.Module):
+    """PreActResNet18 (Rice et al. 2020's model). ``width`` scales every channel count.
+
+    width 1: 64-128-256-512 channels, ~11.2M parameters (the seed's "Wide ResNet18");
+    width 1.25: ~17.5M (the seed's "wider" net of Table 6).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0):
+        super().__init__()
+        c = [int(round(64 * width * m)) for m in (1, 2, 4, 8)]
+        self.conv1 = nn.Conv2d(in_channels, c[0], 3, 1, 1, bias=False)
+        layers, cin = [], c[0]
+        for i, cout in enumerate(c):
+            stride = 1 if i == 0 else 2
+            layers += [_PreActBlock(cin, cout, stride), _PreActBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(cin)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.layers(self.conv1(x))))
+        return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))

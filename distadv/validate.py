@@ -1,0 +1,79 @@
+"""Semantic checks of a composed config: each failure is one line naming the key and the fix."""
+from __future__ import annotations
+
+import re
+
+from omegaconf import DictConfig
+
+from .attacks import LOSSES, NORMS
+from .data import DATASETS
+from .errors import ConfigError
+from .models import MODELS, builder_params
+from .strategies import STRATEGIES, THREAT_COUNT
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
+
+
+def _one_of(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key}='{value}' is not valid; choose one of: {', '.join(map(str, choices))}")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def validate_threat(key: str, t: DictConfig) -> None:
+    """Check one ThreatConfig found at ``key``."""
+    _one_of(f"{key}.norm", t.norm, list(NORMS))
+    _check(t.eps > 0, f"{key}.eps must be > 0 (pixel units, e.g. 0.03), got {t.eps}")
+    _check(t.norm != "linf" or t.eps <= 1, f"{key}.eps={t.eps} exceeds the [0, 1] pixel range; use e.g. 0.03")
+    _check(t.alpha > 0, f"{key}.alpha must be > 0 (e.g. eps/4), got {t.alpha}")
+    _check(t.steps >= 1, f"{key}.steps must be >= 1 (1 = FGSM-like), got {t.steps}")
+    _check(t.restarts >= 1, f"{key}.restarts must be >= 1, got {t.restarts}")
+    _one_of(f"{key}.loss", t.loss, list(LOSSES))
+    _one_of(f"{key}.bn_mode", t.bn_mode, ["eval", "train"])
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError for the first invalid value in ``cfg`` (a composed RunConfig)."""
+    for key in ("name", "recipe"):
+        value = cfg[key]
+        _check(value is None or bool(_NAME.match(str(value))) and ".." not in str(value),
+               f"{key}='{value}' is not a safe run name; use letters, digits, '.', '_', '-'")
+    d, m, o, s = cfg.data, cfg.model, cfg.optim, cfg.strategy
+    _one_of("data.name", d.name, DATASETS.names())
+    _check(d.val_size >= 1, f"data.val_size must be >= 1, got {d.val_size}")
+    _check(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be >= 1")
+    _one_of("model.name", m.name, MODELS.names())
+    _check(m.width is None or "width" in builder_params(m.name),
+           f"model.width is only for preact_resnet18, not '{m.name}'; remove model.width")
+    _check(m.width is None or m.width > 0, f"model.width must be > 0, got {m.width}")
+    _check(m.input_noise >= 0, f"model.input_noise must be >= 0, got {m.input_noise}")
+    _check(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
+    _check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
+    _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
+    _check(o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _one_of("optim.schedule", o.schedule, ["multistep", "cosine", "onecycle", "constant"])
+    # Milestones past the last epoch are allowed (short debug runs of a recipe): never reached.
+    _check(all(e >= 1 for e in o.milestones), f"optim.milestones {list(o.milestones)} must be >= 1")
+    _check(0 < o.pct_start < 1, f"optim.pct_start must be in (0, 1), got {o.pct_start}")
+    _check(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {o.grad_clip}")
+    _one_of("strategy.name", s.name, STRATEGIES.names())
+    _one_of("strategy.mode", s.mode, ["rand", "max"])
+    _check(0 <= s.natural_fraction < 1, f"strategy.natural_fraction must be in [0, 1), got {s.natural_fraction}")
+    _check(s.trades_beta >= 0, f"strategy.trades_beta must be >= 0, got {s.trades_beta}")
+    lo, hi = THREAT_COUNT[s.name]
+    n = len(cfg.train_attacks)
+    _check(lo <= n <= hi, f"strategy '{s.name}' takes {lo}-{hi} train_attacks, the config has {n} "
+                          f"({', '.join(cfg.train_attacks) or 'none'})")
+    for group in ("train_attacks", "eval_attacks"):
+        for name, t in cfg[group].items():
+            validate_threat(f"{group}.{name}", t)
+    metrics = ["natural", *cfg.eval_attacks]
+    _one_of("early_stop.metric", cfg.early_stop.metric, metrics)
+    _check(cfg.early_stop.patience >= 0, f"early_stop.patience must be >= 0, got {cfg.early_stop.patience}")
+    _one_of("runtime.precision", cfg.runtime.precision, ["fp32", "bf16", "fp16"])
+    _one_of("log.progress", cfg.log.progress, ["auto", "always", "never"])
+    _check(cfg.runtime.timeout_s > 0, f"runtime.timeout_s must be > 0, got {cfg.runtime.timeout_s}")
