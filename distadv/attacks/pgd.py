@@ -66,7 +66,8 @@ class PGD:
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return adversarial examples for ``x`` (see the class docstring)."""
         x = x.detach().float()
-        with attack_mode(model, self.bn_mode):
+        # enable_grad: callers often evaluate under no_grad; the input gradient is still needed.
+        with attack_mode(model, self.bn_mode), torch.enable_grad():
             if self.restarts == 1:  # the common case skips the selection forward (one pass saved)
                 return self._run(model, x, y)
             best, best_fooled, best_loss = None, None, None

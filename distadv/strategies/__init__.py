@@ -9,8 +9,9 @@ from .mix import Mix
 from .trades import TRADES
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
-# How many training threats each strategy takes: (min, max).
-THREAT_COUNT = {"natural": (0, 0), "adversarial": (1, 1), "trades": (1, 1), "mat": (2, 8)}
+# How many training threats each strategy takes: (min, max). natural ignores them, so a
+# recipe can switch to strategy.name=natural without deleting its attacks.
+THREAT_COUNT = {"natural": (0, 99), "adversarial": (1, 1), "trades": (1, 1), "mat": (2, 8)}
 
 
 @STRATEGIES.register("natural")

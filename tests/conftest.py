@@ -1,0 +1,57 @@
+"""Shared fixtures: small real models and data for attack and training tests."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The real digits data (train, test) as distadv loads it."""
+    from distadv.data.digits import digits_train_test
+    return digits_train_test()
+
+
+def small_cnn(classes: int = 10, channels: int = 1, bn: bool = True) -> nn.Module:
+    """A small CNN with BatchNorm, on [0, 1] inputs."""
+    layers = [nn.Conv2d(channels, 8, 3, padding=1)]
+    if bn:
+        layers.append(nn.BatchNorm2d(8))
+    layers += [nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(128, classes)]
+    return nn.Sequential(*layers)
+
+
+@pytest.fixture(scope="session")
+def trained_digits_model(digits):
+    """A small CNN trained naturally on digits for a few epochs (~2 s): attacks need a model
+    with real, non-trivial gradients."""
+    torch.manual_seed(0)
+    train, _ = digits
+    model = small_cnn()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = train.images, train.labels
+    for _ in range(4):
+        perm = torch.randperm(len(y))
+        for i in range(0, len(y), 64):
+            b = perm[i:i + 64]
+            loss = nn.functional.cross_entropy(model(x[b]), y[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    return model
+
+
+def run_env(threads: int = 1) -> dict:
+    """Environment for subprocess runs: one thread per process, repo on the path."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return env

@@ -1,0 +1,111 @@
+"""Configuration: composition, one-line errors with the valid choices, safe run directories."""
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from distadv.compose import load_config, recipe_names
+from distadv.errors import ConfigError
+from distadv.train import main
+from tests.conftest import ROOT, run_env
+
+SEED_RECIPES = {"demo", "basic_linf", "basic_l2", "basic_fgsm", "wrn18_linf", "wrn18_mat",
+                "resnet20_mat", "vgg11_mat", "basic_noise", "wrn18_noise", "noisenet20",
+                "wider_wrn"}
+
+
+def test_every_seed_experiment_has_a_recipe():
+    assert SEED_RECIPES <= set(recipe_names())
+
+
+def test_overrides_apply_and_are_typed():
+    cfg = load_config(["recipe=wider_wrn", "optim.lr=0.1", "train_attacks.linf.eps=0.05"])
+    assert cfg.optim.lr == 0.1 and cfg.train_attacks.linf.eps == 0.05
+    assert cfg.model.width == 1.25 and cfg.strategy.natural_fraction == 0.05
+    assert cfg.recipe == "wider_wrn"
+
+
+def test_seed_hyperparameters():
+    t1 = load_config(["recipe=basic_linf"])
+    assert (t1.optim.lr, t1.optim.epochs, list(t1.optim.milestones)) == (0.01, 40, [20, 30])
+    assert (t1.train_attacks.linf.eps, t1.train_attacks.linf.alpha) == (0.03, 0.0075)
+    t3 = load_config(["recipe=resnet20_mat"])
+    assert (t3.optim.epochs, list(t3.optim.milestones)) == (50, [30, 40])
+    assert set(t3.train_attacks) == {"linf", "l2"} and t3.strategy.name == "mat"
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    (["recipe=nope"], r"unknown recipe 'nope'; valid recipes: .*basic_linf.*wider_wrn"),
+    (["optim.lrr=0.1"], r"unknown key 'optim.lrr'.*valid keys there: epochs, lr"),
+    (["bogus=1"], r"unknown key 'bogus'.*valid keys there: recipe, name"),
+    (["optim.lr=fast"], r"wrong type for 'optim.lr': 'fast' is not a valid float"),
+    (["data.batch_size=1.5"], r"wrong type for 'data.batch_size'"),
+    (["train_attacks.linf.eps=0"], r"train_attacks.linf.eps must be > 0"),
+    (["eval_attacks.pgd_l2.eps=-1"], r"eval_attacks.pgd_l2.eps must be > 0"),
+    (["train_attacks.linf.steps=0"], r"train_attacks.linf.steps must be >= 1"),
+    (["train_attacks.linf.alpha=0"], r"train_attacks.linf.alpha must be > 0"),
+    (["train_attacks.linf.norm=l1"], r"train_attacks.linf.norm='l1' is not valid; choose one of: linf, l2"),
+    (["model.name=resnet9000"], r"model.name='resnet9000' is not valid; choose one of: basicnet"),
+    (["strategy.name=mat"], r"strategy 'mat' takes 2-8 train_attacks"),
+    (["early_stop.metric=pgd_l1"], r"early_stop.metric='pgd_l1' is not valid; choose one of: natural, pgd_linf"),
+    (["name=../escape"], r"not a safe run name"),
+])
+def test_bad_input_is_one_clear_line(overrides, pattern):
+    with pytest.raises(ConfigError, match=pattern) as info:
+        load_config(overrides)
+    assert "\n" not in str(info.value)
+
+
+def _snapshot(d: Path) -> dict:
+    return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(d.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A real (tiny) finished demo run to aim bad commands at."""
+    run = tmp_path_factory.mktemp("runs") / "demo"
+    assert main(["recipe=demo", f"run_dir={run}", "optim.epochs=1",
+                 "runtime.max_steps_per_epoch=2", "log.progress=never"]) == 0
+    return run
+
+
+@pytest.mark.parametrize("bad", [
+    ["recipe=nope"], ["optim.lrr=1"], ["optim.lr=abc"], ["train_attacks.linf.eps=0"],
+    ["train_attacks.linf.steps=0"], ["recipe=basic_linf"], ["optim.lr=0.5"],
+    ["data.name=cifar10", "data.root=/nonexistent"],
+])
+def test_bad_input_leaves_existing_run_untouched(finished_run, bad, capsys):
+    before = _snapshot(finished_run)
+    assert main([*bad, f"run_dir={finished_run}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("distadv: error: ")
+    assert _snapshot(finished_run) == before
+
+
+def test_different_recipe_is_refused_with_the_differences(finished_run, capsys):
+    assert main(["recipe=basic_linf", f"run_dir={finished_run}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a different run (recipe 'demo'" in err and "nothing was changed" in err
+
+
+def test_missing_data_directory_names_path_and_flag(tmp_path, capsys):
+    run = tmp_path / "cifar_run"
+    assert main(["recipe=basic_linf", f"data.root={tmp_path / 'nowhere'}", f"run_dir={run}"]) == 2
+    err = capsys.readouterr().err
+    assert "cifar10 not found" in err and "nowhere" in err and "data.download=true" in err
+    assert "data_batch_1" in err
+    assert not run.exists()
+
+
+def test_cli_exit_status_and_single_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "distadv/train.py"), "recipe=nope",
+                           f"run_dir={tmp_path / 'x'}"], capture_output=True, text=True,
+                          env=run_env(), timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("distadv: error: unknown recipe 'nope'")
+    assert len(proc.stderr.strip().splitlines()) == 1
