@@ -1,0 +1,143 @@
+"""The training loop for real: exact resume, TensorBoard events, robustness gained by
+adversarial training, and 2 processes equal to 1."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from distadv.attacks import PGD
+from distadv.compose import load_config
+from distadv.engine.checkpoint import load_state, load_weights
+from distadv.engine.fit import fit
+from distadv.models import create_model
+from tests.conftest import ROOT, run_env
+
+QUIET = ["log.progress=never"]
+
+
+def _run(run_dir, *overrides):
+    return fit(load_config(["recipe=demo", f"run_dir={run_dir}", *QUIET, *overrides]))
+
+
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
+    short = ["optim.epochs=4", "optim.milestones=[3]", "runtime.max_steps_per_epoch=6",
+             "early_stop.patience=0"]
+    full = _run(tmp_path / "full", *short)
+    first = _run(tmp_path / "cut", *short, "runtime.max_epochs_per_session=2")
+    assert first == {"finished": False}
+    assert load_state(tmp_path / "cut/checkpoints/latest.pt")["epoch"] == 2
+    resumed = _run(tmp_path / "cut", *short)
+    a = load_state(tmp_path / "full/checkpoints/latest.pt")
+    b = load_state(tmp_path / "cut/checkpoints/latest.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["history"] == [{**h, "train/images_per_s": a["history"][i]["train/images_per_s"],
+                             "train/epoch_s": a["history"][i]["train/epoch_s"]}
+                            for i, h in enumerate(b["history"])]
+    wa, wb = load_weights(tmp_path / "full/checkpoints/best.safetensors"), \
+        load_weights(tmp_path / "cut/checkpoints/best.safetensors")
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert full["test"] == resumed["test"] and full["best_epoch"] == resumed["best_epoch"]
+
+
+def test_finished_run_is_reported_not_retrained(tmp_path, capsys):
+    args = ["optim.epochs=1", "runtime.max_steps_per_epoch=2"]
+    first = _run(tmp_path / "r", *args)
+    mtime = (tmp_path / "r/checkpoints/latest.pt").stat().st_mtime_ns
+    again = _run(tmp_path / "r", *args)
+    assert again["test"] == first["test"]
+    assert "already finished" in capsys.readouterr().out
+    assert (tmp_path / "r/checkpoints/latest.pt").stat().st_mtime_ns == mtime
+
+
+def test_tensorboard_events_read_back(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    _run(tmp_path / "tb", "optim.epochs=2", "runtime.max_steps_per_epoch=3", "log.image_grid=4")
+    acc = EventAccumulator(str(tmp_path / "tb/tb"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for tag in ("train/loss", "train/acc", "train/images_per_s", "val/natural", "val/pgd_linf",
+                "val/pgd_l2", "val/fgsm", "lr"):
+        assert [e.step for e in acc.Scalars(tag)] == [1, 2], tag
+    img = acc.Images("val/adversarial_pgd_linf")
+    assert len(img) == 2 and img[0].height > img[0].width / 4  # 3 rows: clean, adv, delta
+    assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
+    results = json.loads((tmp_path / "tb/results.json").read_text())
+    assert abs(acc.Scalars("hparam/test_pgd_linf")[0].value - results["test"]["pgd_linf"]) < 1e-6
+
+
+def _strong_pgd_accuracy(run_dir, test_set):
+    """Accuracy of a run's best checkpoint under a strong PGD-L-inf (eps 0.2, 50 steps, 3
+    restarts), computed here from the saved weights, independently of the training code."""
+    model = create_model("basicnet", 10, 1)
+    model.load_state_dict(load_weights(run_dir / "checkpoints/best.safetensors"))
+    model.eval()
+    torch.manual_seed(0)
+    x, y = test_set.images, test_set.labels
+    x_adv = PGD(eps=0.2, alpha=0.01, steps=50, restarts=3)(model, x, y)
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item()
+
+
+# Measured over seeds 0-4 on this 2-core CPU (see the issue note): adversarial training
+# reached 0.62-0.70 strong-PGD accuracy, natural training 0.00-0.01. We assert a margin of 0.4
+# and "near 0" as < 0.05 on two seeds.
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, seed):
+    at = _run(tmp_path / "at", f"seed={seed}")
+    nat = _run(tmp_path / "nat", f"seed={seed}", "strategy.name=natural",
+               "early_stop.metric=natural")
+    assert nat["test"]["natural"] > 0.9 and at["test"]["natural"] > 0.85
+    assert at["test"]["pgd_linf"] - nat["test"]["pgd_linf"] > 0.4
+    strong_nat = _strong_pgd_accuracy(tmp_path / "nat", digits[1])
+    strong_at = _strong_pgd_accuracy(tmp_path / "at", digits[1])
+    assert strong_nat < 0.05
+    assert strong_at - strong_nat > 0.4
+
+
+def _launch(run_dir, processes: int, *overrides):
+    args = ["recipe=demo", f"run_dir={run_dir}", *QUIET, "train_attacks.linf.random_start=false",
+            "early_stop.patience=0", *overrides]
+    if processes == 1:
+        cmd = [sys.executable, str(ROOT / "distadv/train.py"), *args]
+    else:
+        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+               "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision",
+               "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               str(ROOT / "distadv/train.py"), *args]
+    env = run_env()
+    env["ACCELERATE_USE_CPU"] = "1"  # with --multi_gpu: really 2 gloo processes on CPU
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((run_dir / "results.json").read_text())
+
+
+# The 2-rank gradient is the mean of two half-batch means (all-reduce), the 1-rank one the
+# mean of the whole batch: they differ in float rounding only (measured: 3e-8 after 16
+# natural steps, 1e-8 after 3 adversarial steps). Tolerance 1e-6.
+# Longer adversarial runs are not compared weight for weight: PGD's sign() turns a 1e-8
+# difference on a pixel whose gradient is ~0 into a whole alpha step, and from then on the
+# two runs are different draws of the same training (measured: 1e-5 after 8 steps, 2e-3
+# after 16). Random starts are off so both runs attack from the same point.
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy,epochs,steps", [("natural", 2, 8), ("adversarial", 1, 3)])
+def test_two_processes_equal_one_process_of_the_same_global_batch(tmp_path, strategy, epochs,
+                                                                 steps):
+    extra = [f"strategy.name={strategy}", f"optim.epochs={epochs}",
+             f"runtime.max_steps_per_epoch={steps}"]
+    one = _launch(tmp_path / "one", 1, *extra)
+    two = _launch(tmp_path / "two", 2, *extra)
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    val_size, test_size = 200, 359  # 359 is odd: one rank gets a padded duplicate
+    for r in (one, two):
+        assert r["val_examples"] == val_size and r["test_examples"] == test_size
+    a = load_state(tmp_path / "one/checkpoints/latest.pt")["model"]
+    b = load_state(tmp_path / "two/checkpoints/latest.pt")["model"]
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff < 1e-6, diff
+    assert abs(one["test"]["natural"] - two["test"]["natural"]) <= 1 / test_size
