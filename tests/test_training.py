@@ -72,13 +72,15 @@ def test_tensorboard_events_read_back(tmp_path):
 
 def _strong_pgd_accuracy(run_dir, test_set):
     """Accuracy of a run's best checkpoint under a strong PGD-L-inf (eps 0.2, 50 steps, 3
-    restarts), computed here from the saved weights, independently of the training code."""
+    restarts, CW margin loss), computed here from the saved weights, independently of the
+    training code. CW, not CE: on a naturally trained net, CE saturates on confident examples
+    (vanishing gradient) and left 5% accuracy standing where CW finds 0%."""
     model = create_model("basicnet", 10, 1)
     model.load_state_dict(load_weights(run_dir / "checkpoints/best.safetensors"))
     model.eval()
     torch.manual_seed(0)
     x, y = test_set.images, test_set.labels
-    x_adv = PGD(eps=0.2, alpha=0.01, steps=50, restarts=3)(model, x, y)
+    x_adv = PGD(eps=0.2, alpha=0.01, steps=50, restarts=3, loss="cw")(model, x, y)
     with torch.no_grad():
         return (model(x_adv).argmax(1) == y).float().mean().item()
 
@@ -96,7 +98,7 @@ def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, s
     assert at["test"]["pgd_linf"] - nat["test"]["pgd_linf"] > 0.4
     strong_nat = _strong_pgd_accuracy(tmp_path / "nat", digits[1])
     strong_at = _strong_pgd_accuracy(tmp_path / "at", digits[1])
-    assert strong_nat < 0.05
+    assert strong_nat < 0.02
     assert strong_at - strong_nat > 0.4
 
 
