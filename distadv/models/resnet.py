@@ -53,7 +53,7 @@ class ResNet20(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
 
 
-class _PreActBlock(nn.Module):
+class PreActBlock(nn.Module):
     """Pre-activation block (He et al. 2016b) with a 1x1 projection shortcut when shapes change."""
 
     def __init__(self, cin: int, cout: int, stride: int):
@@ -73,22 +73,19 @@ class _PreActBlock(nn.Module):
         return out + short
 
 
-class PreActResNet18(nn.Module):
-    """PreActResNet18 (Rice et al. 2020's model). ``width`` scales every channel count.
+class PreActResNet(nn.Module):
+    """Pre-activation ResNet: a 3x3 stem, stages of ``blocks`` PreActBlocks (the first stage
+    at stride 1, the others at stride 2), BN-ReLU, global pooling and a linear head.
+    PreActResNet18 and the WideResNets are instances."""
 
-    width 1: 64-128-256-512 channels, ~11.2M parameters (the seed's "Wide ResNet18");
-    width 1.25: ~17.5M (the seed's "wider" net of Table 6).
-    """
-
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0):
+    def __init__(self, stem: int, widths, blocks: int, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
-        c = [int(round(64 * width * m)) for m in (1, 2, 4, 8)]
-        self.conv1 = nn.Conv2d(in_channels, c[0], 3, 1, 1, bias=False)
-        layers, cin = [], c[0]
-        for i, cout in enumerate(c):
-            stride = 1 if i == 0 else 2
-            layers += [_PreActBlock(cin, cout, stride), _PreActBlock(cout, cout, 1)]
-            cin = cout
+        self.conv1 = nn.Conv2d(in_channels, stem, 3, 1, 1, bias=False)
+        layers, cin = [], stem
+        for stage, cout in enumerate(widths):
+            for i in range(blocks):
+                layers.append(PreActBlock(cin, cout, 2 if stage > 0 and i == 0 else 1))
+                cin = cout
         self.layers = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(cin)
         self.fc = nn.Linear(cin, num_classes)
@@ -96,3 +93,13 @@ class PreActResNet18(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn(self.layers(self.conv1(x))))
         return self.fc(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def PreActResNet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> PreActResNet:
+    """PreActResNet18 (Rice et al. 2020's model). ``width`` scales every channel count.
+
+    width 1: 64-128-256-512 channels, ~11.2M parameters (the seed's "Wide ResNet18");
+    width 1.25: ~17.5M (the seed's "wider" net of Table 6).
+    """
+    c = [int(round(64 * width * m)) for m in (1, 2, 4, 8)]
+    return PreActResNet(c[0], c, 2, num_classes, in_channels)
