@@ -70,6 +70,7 @@ class StrategyConfig:
     mode: str = "rand"              # mat: rand (one norm per batch) | max (worst per example)
     natural_fraction: float = 0.0   # share of batches trained on clean images (mix)
     trades_beta: float = 6.0
+    eps_warmup_epochs: int = 0      # ramp training eps/alpha linearly from 0 over N epochs
 
 
 @dataclass

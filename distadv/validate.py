@@ -63,6 +63,7 @@ def validate(cfg: DictConfig) -> None:
     _one_of("strategy.name", s.name, STRATEGIES.names())
     _one_of("strategy.mode", s.mode, ["rand", "max"])
     _check(0 <= s.natural_fraction < 1, f"strategy.natural_fraction must be in [0, 1), got {s.natural_fraction}")
+    _check(s.eps_warmup_epochs >= 0, f"strategy.eps_warmup_epochs must be >= 0, got {s.eps_warmup_epochs}")
     _check(s.trades_beta >= 0, f"strategy.trades_beta must be >= 0, got {s.trades_beta}")
     lo, hi = THREAT_COUNT[s.name]
     n = len(cfg.train_attacks)

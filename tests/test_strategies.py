@@ -1,6 +1,7 @@
 """Strategies: what each turns a batch into, and that attacks leave parameter grads alone."""
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -75,3 +76,13 @@ def test_trades_loss_is_ce_plus_beta_kl(trained_digits_model, digits):
     torch.manual_seed(0)
     t6 = TRADES(attack, beta=6.0)(m, m, x, y)
     assert t6.loss > t0.loss and t6.adversarial
+
+
+def test_eps_warmup_ramps_training_eps_then_holds():
+    from distadv.compose import load_config
+    from distadv.strategies import build_strategy
+    cfg = load_config(["recipe=demo", "strategy.eps_warmup_epochs=4"])
+    eps = [build_strategy(cfg, 10, e).attack.eps for e in range(6)]
+    assert eps == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+    alpha = build_strategy(cfg, 10, 0).attack.alpha
+    assert alpha == pytest.approx(0.05 / 4)

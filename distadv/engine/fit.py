@@ -75,7 +75,6 @@ def fit(cfg) -> Dict:
     model, optimizer, attack_model = prepare(accelerator, model, optimizer)
     if status == "resume" and accelerator.scaler is not None and state.get("scaler"):
         accelerator.scaler.load_state_dict(state["scaler"])
-    strategy = build_strategy(cfg, info.num_classes)
     val_attacks = {k: build_attack(t) for k, t in cfg.eval_attacks.items()}
     tracker = Tracker(p["tb"], main and cfg.log.tensorboard, purge_step=start_epoch or None)
     progress = main and (cfg.log.progress == "always" or
@@ -92,6 +91,7 @@ def fit(cfg) -> Dict:
         if cfg.runtime.max_epochs_per_session and epochs_this_session >= cfg.runtime.max_epochs_per_session:
             break
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
+        strategy = build_strategy(cfg, info.num_classes, epoch)
         train_dl.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = train_epoch(model, attack_model, strategy, optimizer, scheduler, train_dl,
