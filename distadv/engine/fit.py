@@ -86,7 +86,11 @@ def fit(cfg) -> Dict:
 
     epochs_this_session = 0
     for epoch in range(start_epoch, cfg.optim.epochs):
+        # Every rank computes the same decision from gathered metrics; the trigger (one
+        # all-reduce per epoch) makes "all ranks stop together" hold even if they disagreed.
         if stopper.should_stop:
+            accelerator.set_trigger()
+        if accelerator.check_trigger():
             break
         if cfg.runtime.max_epochs_per_session and epochs_this_session >= cfg.runtime.max_epochs_per_session:
             break
@@ -122,8 +126,6 @@ def fit(cfg) -> Dict:
                   + f" | {tr['images_per_s']:.0f} img/s" + (" *" if improved else ""), flush=True)
         accelerator.wait_for_everyone()                # checkpoint on disk before anyone goes on
         epochs_this_session += 1
-    else:
-        pass
     finished = stopper.should_stop or (history and history[-1]["epoch"] >= cfg.optim.epochs)
     if not finished:
         tracker.close()
