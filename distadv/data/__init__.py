@@ -1,0 +1,60 @@
+"""Data sets (digits, CIFAR-10/100, synthetic) split into train / val / test, in [0, 1]."""
+from __future__ import annotations
+
+import torch
+
+from ..registry import Registry
+from .augment import random_crop_flip
+from .base import DataInfo, IndexedImages, Splits, split_train_val
+from .cifar import CIFAR_MEAN, CIFAR_STD, load_cifar
+from .digits import digits_train_test
+
+DATASETS: Registry = Registry("data set")
+
+# Shapes for synthetic stand-ins and for models built before any file is read.
+SHAPES = {"digits": (10, 1, 32), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32)}
+
+
+@DATASETS.register("digits")
+def _digits(cfg):
+    train, test = digits_train_test()
+    mean = train.images.mean(dim=(0, 2, 3)).tolist()
+    std = train.images.std(dim=(0, 2, 3)).tolist()
+    return train, test, DataInfo(10, 1, 32, mean, std)
+
+
+def _cifar(name):
+    def build(cfg):
+        train, test = load_cifar(name, cfg.root, cfg.download)
+        c, ch, s = SHAPES[name]
+        return train, test, DataInfo(c, ch, s, CIFAR_MEAN[name], CIFAR_STD[name])
+    return build
+
+
+DATASETS.register("cifar10")(_cifar("cifar10"))
+DATASETS.register("cifar100")(_cifar("cifar100"))
+
+
+def synthetic(name: str, n: int, seed: int = 0) -> tuple[IndexedImages, IndexedImages, DataInfo]:
+    """Random uint8 images and labels of data set ``name``'s shape (smoke tests)."""
+    classes, ch, s = SHAPES[name]
+    g = torch.Generator().manual_seed(seed)
+    make = lambda: IndexedImages(torch.randint(0, 256, (n, ch, s, s), generator=g, dtype=torch.uint8),
+                                 torch.randint(0, classes, (n,), generator=g))
+    return make(), make(), DataInfo(classes, ch, s, [0.5] * ch, [0.25] * ch)
+
+
+def build_splits(cfg) -> Splits:
+    """Load ``cfg.name`` (a DataConfig) and hold out the validation split."""
+    if cfg.synthetic:
+        full, test, info = synthetic(cfg.name, 2 * cfg.synthetic_size)
+        val_size = min(cfg.val_size, cfg.synthetic_size)
+    else:
+        full, test, info = DATASETS.build(cfg.name, cfg=cfg)
+        val_size = cfg.val_size
+    train, val = split_train_val(full, val_size, cfg.split_seed)
+    return Splits(train, val, test, info)
+
+
+__all__ = ["DATASETS", "SHAPES", "build_splits", "Splits", "DataInfo", "IndexedImages",
+           "random_crop_flip", "split_train_val", "synthetic"]
