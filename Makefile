@@ -28,4 +28,5 @@ demo: $(STAMP)
 	  --main_process_port 0 distadv/train.py recipe=demo $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest tests -n 2 --durations=15 $(ARGS)
+	# one thread per xdist worker: 2 workers on 2 cores, no oversubscription
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2 --durations=15 $(ARGS)
