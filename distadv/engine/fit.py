@@ -53,10 +53,8 @@ def fit(cfg) -> Dict:
 
     torch.manual_seed(cfg.seed)                        # same initial weights on every rank
     kw = {"width": cfg.model.width} if cfg.model.width is not None else {}
-    if cfg.model.name == "basicnet":
-        kw["image_size"] = info.image_size
     model = create_model(cfg.model.name, info.num_classes, info.in_channels, info.mean, info.std,
-                         cfg.model.input_noise, **kw)
+                         cfg.model.input_noise, info.image_size, **kw)
     world, rank = accelerator.num_processes, accelerator.process_index
     train_dl, val_dl, test_dl = make_loaders(splits, cfg.data, world, rank, cfg.seed)
     steps = len(train_dl) if cfg.runtime.max_steps_per_epoch is None else min(

@@ -46,6 +46,8 @@ class Tracker:
 
         clean = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
         exp, ssi, sei = hp_summary(clean, metrics)
+        # SummaryWriter.add_hparams would write into a new timestamped sub-run; writing the
+        # three summaries to our own file writer keeps hparams and curves in one run.
         fw = self.writer._get_file_writer()
         for s in (exp, ssi, sei):
             fw.add_summary(s)

@@ -81,14 +81,18 @@ def builder_params(name: str) -> set[str]:
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 3,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                 input_noise: float = 0.0, **kw) -> nn.Module:
+                 input_noise: float = 0.0, image_size: int = 32, **kw) -> nn.Module:
     """Build ``name`` with a Normalize first layer, optionally wrapped with input noise.
+
+    ``image_size`` reaches the builders that take it; the others are size-agnostic.
 
     >>> m = create_model("basicnet", mean=[0.5] * 3, std=[0.25] * 3)
     >>> type(m.normalize).__name__
     'Normalize'
     """
     c = in_channels
+    if "image_size" in builder_params(name):  # only size-dependent heads need it (BasicNet)
+        kw["image_size"] = image_size
     net = MODELS.build(name, num_classes=num_classes, in_channels=c, **kw)
     model: nn.Module = Normalized(net, mean or [0.0] * c, std or [1.0] * c)
     return GaussianInput(model, input_noise) if input_noise > 0 else model
