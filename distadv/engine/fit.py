@@ -2,6 +2,7 @@
 checkpoint, log) -> test of the best checkpoint -> results.json."""
 from __future__ import annotations
 
+import json
 import sys
 from typing import Dict
 
@@ -38,7 +39,7 @@ def fit(cfg) -> Dict:
     status, run_dir = inspect(run_dir_of(cfg), cfg)   # read-only on every rank: refuses early
     p = paths(run_dir)
     if status == "finished":
-        results = OmegaConf.to_container(OmegaConf.load(p["results"]))
+        results = json.loads(p["results"].read_text())
         if main:
             print(f"{run_dir} is already finished; results:\n{results_table(results)}")
         return results
@@ -107,21 +108,11 @@ def fit(cfg) -> Dict:
                   **{f"val/{k}": v for k, v in val.items()}}
         history.append(record)
         if main:
-            if improved:
-                ck.save_weights(p["best"], accelerator.get_state_dict(model),
-                                {"epoch": str(epoch + 1), "metric": cfg.early_stop.metric,
-                                 "value": str(val[cfg.early_stop.metric])})
-            ck.save_state(p["latest"], {
-                "model": accelerator.get_state_dict(model), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch + 1,
-                "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
-                "early_stop": stopper.state_dict(), "history": history})
+            _save_epoch(p, accelerator, model, optimizer, scheduler, stopper, history, improved,
+                        cfg.early_stop.metric)
             tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
             tracker.adversarial_grid(epoch + 1, images)
-            print(f"epoch {epoch + 1:3d} | lr {lr:.4g} | train loss {tr['loss']:.4f} acc "
-                  f"{tr['acc']:.3f} | val " + " ".join(f"{k} {v:.3f}" for k, v in val.items()
-                                                        if k != "count")
-                  + f" | {tr['images_per_s']:.0f} img/s" + (" *" if improved else ""), flush=True)
+            print(_epoch_line(record) + (" *" if improved else ""), flush=True)
         accelerator.wait_for_everyone()                # checkpoint on disk before anyone goes on
         epochs_this_session += 1
     finished = stopper.should_stop or (history and history[-1]["epoch"] >= cfg.optim.epochs)
@@ -133,6 +124,27 @@ def fit(cfg) -> Dict:
         return {"finished": False}
     return _final_test(cfg, accelerator, attack_model, test_dl, val_attacks, info, stopper,
                        history, tracker, p, world)
+
+
+def _save_epoch(p, accelerator, model, optimizer, scheduler, stopper, history, improved,
+                metric) -> None:
+    """Rank 0: best weights (if improved), then the full state, each written atomically."""
+    weights = accelerator.get_state_dict(model)
+    epoch = history[-1]["epoch"]
+    if improved:
+        ck.save_weights(p["best"], weights, {"epoch": str(epoch), "metric": metric,
+                                             "value": str(history[-1][f"val/{metric}"])})
+    ck.save_state(p["latest"], {
+        "model": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
+        "epoch": epoch, "early_stop": stopper.state_dict(), "history": history})
+
+
+def _epoch_line(r: Dict) -> str:
+    """One console line per epoch."""
+    val = " ".join(f"{k[4:]} {v:.3f}" for k, v in r.items() if k.startswith("val/") and k != "val/count")
+    return (f"epoch {r['epoch']:3d} | lr {r['lr']:.4g} | train loss {r['train/loss']:.4f} acc "
+            f"{r['train/acc']:.3f} | val {val} | {r['train/images_per_s']:.0f} img/s")
 
 
 def _final_test(cfg, accelerator, model, test_dl, attacks, info, stopper, history, tracker, p,
