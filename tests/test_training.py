@@ -29,10 +29,10 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
     full = _run(tmp_path / "full", *short)
     first = _run(tmp_path / "cut", *short, "runtime.max_epochs_per_session=2")
     assert first == {"finished": False}
-    assert load_state(tmp_path / "cut/checkpoints/latest.pt")["epoch"] == 2
+    assert load_state(tmp_path / "cut/checkpoints/latest")["epoch"] == 2
     resumed = _run(tmp_path / "cut", *short)
-    a = load_state(tmp_path / "full/checkpoints/latest.pt")
-    b = load_state(tmp_path / "cut/checkpoints/latest.pt")
+    a = load_state(tmp_path / "full/checkpoints/latest")
+    b = load_state(tmp_path / "cut/checkpoints/latest")
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["history"] == [{**h, "train/images_per_s": a["history"][i]["train/images_per_s"],
@@ -47,11 +47,11 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
 def test_finished_run_is_reported_not_retrained(tmp_path, capsys):
     args = ["optim.epochs=1", "runtime.max_steps_per_epoch=2"]
     first = _run(tmp_path / "r", *args)
-    mtime = (tmp_path / "r/checkpoints/latest.pt").stat().st_mtime_ns
+    mtime = (tmp_path / "r/checkpoints/latest").stat().st_mtime_ns
     again = _run(tmp_path / "r", *args)
     assert again["test"] == first["test"]
     assert "already finished" in capsys.readouterr().out
-    assert (tmp_path / "r/checkpoints/latest.pt").stat().st_mtime_ns == mtime
+    assert (tmp_path / "r/checkpoints/latest").stat().st_mtime_ns == mtime
 
 
 def test_tensorboard_events_read_back(tmp_path):
@@ -65,7 +65,14 @@ def test_tensorboard_events_read_back(tmp_path):
         assert [e.step for e in acc.Scalars(tag)] == [1, 2], tag
     img = acc.Images("val/adversarial_pgd_linf")
     assert len(img) == 2 and img[0].height > img[0].width / 4  # 3 rows: clean, adv, delta
-    assert "hparams" in acc.PluginTagToContent("hparams") or acc.PluginTagToContent("hparams")
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    content = acc.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(
+        content["_hparams_/session_start_info"]).session_start_info
+    assert start.hparams["recipe"].string_value == "demo"
+    assert start.hparams["linf.eps"].number_value == pytest.approx(0.2)
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    assert "hparam/test_pgd_linf" in {m.name.tag for m in experiment.experiment.metric_infos}
     results = json.loads((tmp_path / "tb/results.json").read_text())
     assert abs(acc.Scalars("hparam/test_pgd_linf")[0].value - results["test"]["pgd_linf"]) < 1e-6
 
@@ -139,8 +146,8 @@ def test_two_processes_equal_one_process_of_the_same_global_batch(tmp_path, stra
     val_size, test_size = 200, 359  # 359 is odd: one rank gets a padded duplicate
     for r in (one, two):
         assert r["val_examples"] == val_size and r["test_examples"] == test_size
-    a = load_state(tmp_path / "one/checkpoints/latest.pt")["model"]
-    b = load_state(tmp_path / "two/checkpoints/latest.pt")["model"]
+    a = load_state(tmp_path / "one/checkpoints/latest")["model"]
+    b = load_state(tmp_path / "two/checkpoints/latest")["model"]
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff < 1e-6, diff
     assert abs(one["test"]["natural"] - two["test"]["natural"]) <= 1 / test_size

@@ -1,7 +1,7 @@
 """The run directory: where it is, whether it is new, resumable or finished, and its layout.
 
 runs/<name>/config.yaml                 resolved config (written once, by rank 0)
-runs/<name>/checkpoints/latest.pt       full training state, rewritten atomically every epoch
+runs/<name>/checkpoints/latest       full training state, rewritten atomically every epoch
 runs/<name>/checkpoints/best.safetensors best validation-robust weights
 runs/<name>/tb/                         TensorBoard events
 runs/<name>/results.json                test metrics of the best checkpoint
@@ -28,7 +28,7 @@ def run_dir_of(cfg: DictConfig) -> Path:
 def paths(run_dir: Path) -> Dict[str, Path]:
     """The files of a run directory."""
     ck = run_dir / "checkpoints"
-    return {"config": run_dir / "config.yaml", "checkpoints": ck, "latest": ck / "latest.pt",
+    return {"config": run_dir / "config.yaml", "checkpoints": ck, "latest": ck / "latest",
             "best": ck / "best.safetensors", "tb": run_dir / "tb",
             "results": run_dir / "results.json"}
 
