@@ -14,7 +14,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	# DS_BUILD_OPS=0: DeepSpeed builds its few CPU ops on first use (g++, ~24 s, cached).
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed]'
 	# torchattacks only for the tests' cross-checks; --no-deps because it pins an old
 	# requests (see README, "Dependencies").
 	$(BIN)/python -m pip install --no-deps 'torchattacks==3.5.1'

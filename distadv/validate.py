@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import torch
 from omegaconf import DictConfig
 
 from .attacks import LOSSES, NORMS
@@ -77,4 +78,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.early_stop.patience >= 0, f"early_stop.patience must be >= 0, got {cfg.early_stop.patience}")
     _one_of("runtime.precision", cfg.runtime.precision, ["fp32", "bf16", "fp16"])
     _one_of("log.progress", cfg.log.progress, ["auto", "always", "never"])
+    _check(not cfg.runtime.sync_bn or torch.cuda.is_available(),
+           "runtime.sync_bn=true needs GPUs (torch's SyncBatchNorm refuses CPU modules); "
+           "set runtime.sync_bn=false")
     _check(cfg.runtime.timeout_s > 0, f"runtime.timeout_s must be > 0, got {cfg.runtime.timeout_s}")

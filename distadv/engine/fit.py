@@ -21,7 +21,8 @@ from .loop import train_epoch
 from .optim import build_optimizer, build_scheduler
 from .report import results_table
 from .rundir import inspect, paths, run_dir_of
-from .setup import make_accelerator, prepare
+from .loaders import per_rank
+from .setup import broadcast_buffers, make_accelerator, prepare, uses_deepspeed
 from .tracking import Tracker
 
 
@@ -71,7 +72,10 @@ def fit(cfg) -> Dict:
         scheduler.load_state_dict(state["scheduler"])
         stopper.load_state_dict(state["early_stop"])
         start_epoch, history = state["epoch"], list(state["history"])
-    model, optimizer, attack_model = prepare(accelerator, model, optimizer)
+    raw_model = model  # parameters shared with the prepared/compiled model; plain state-dict keys
+    model, optimizer, attack_model = prepare(accelerator, model, optimizer, cfg,
+                                             per_rank(cfg.data.batch_size, world, "data.batch_size"))
+    fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
     if status == "resume" and accelerator.scaler is not None and state.get("scaler"):
         accelerator.scaler.load_state_dict(state["scaler"])
     val_attacks = {k: build_attack(t) for k, t in cfg.eval_attacks.items()}
@@ -99,7 +103,8 @@ def fit(cfg) -> Dict:
         lr = optimizer.param_groups[0]["lr"]
         tr = train_epoch(model, attack_model, strategy, optimizer, scheduler, train_dl,
                          accelerator, cfg.data.augment, cfg.optim.grad_clip, steps, progress,
-                         f"epoch {epoch + 1}/{cfg.optim.epochs}")
+                         f"epoch {epoch + 1}/{cfg.optim.epochs}", fmt)
+        broadcast_buffers(attack_model)                # every shard scored with rank 0's BN stats
         val, images = evaluate(attack_model, val_dl, val_attacks, accelerator, info.num_classes,
                                cfg.runtime.max_steps_per_epoch, cfg.log.image_grid if main else 0,
                                cfg.early_stop.metric if cfg.early_stop.metric in val_attacks else None)
@@ -108,8 +113,8 @@ def fit(cfg) -> Dict:
                   **{f"val/{k}": v for k, v in val.items()}}
         history.append(record)
         if main:
-            _save_epoch(p, accelerator, model, optimizer, scheduler, stopper, history, improved,
-                        cfg.early_stop.metric)
+            _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, history,
+                        improved, cfg.early_stop.metric)
             tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
             tracker.adversarial_grid(epoch + 1, images)
             print(_epoch_line(record) + (" *" if improved else ""), flush=True)
@@ -122,14 +127,18 @@ def fit(cfg) -> Dict:
             print(f"distadv: stopped after epoch {history[-1]['epoch'] if history else 0}; "
                   f"rerun the same command to resume from {p['latest']}")
         return {"finished": False}
-    return _final_test(cfg, accelerator, attack_model, test_dl, val_attacks, info, stopper,
-                       history, tracker, p, world)
+    dist = {"type": str(accelerator.distributed_type.value), "engine": type(model).__name__,
+            "world_size": world, "precision": cfg.runtime.precision,
+            "zero_stage": accelerator.state.deepspeed_plugin.zero_stage
+            if uses_deepspeed(accelerator) else None}
+    return _final_test(cfg, accelerator, raw_model, attack_model, test_dl, val_attacks, info,
+                       stopper, history, tracker, p, dist)
 
 
-def _save_epoch(p, accelerator, model, optimizer, scheduler, stopper, history, improved,
+def _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, history, improved,
                 metric) -> None:
     """Rank 0: best weights (if improved), then the full state, each written atomically."""
-    weights = accelerator.get_state_dict(model)
+    weights = raw_model.state_dict()
     epoch = history[-1]["epoch"]
     if improved:
         ck.save_weights(p["best"], weights, {"epoch": str(epoch), "metric": metric,
@@ -147,17 +156,18 @@ def _epoch_line(r: Dict) -> str:
             f"{r['train/acc']:.3f} | val {val} | {r['train/images_per_s']:.0f} img/s")
 
 
-def _final_test(cfg, accelerator, model, test_dl, attacks, info, stopper, history, tracker, p,
-                world) -> Dict:
+def _final_test(cfg, accelerator, raw_model, model, test_dl, attacks, info, stopper, history,
+                tracker, p, dist) -> Dict:
     """Evaluate the best checkpoint once on the test split and write results.json."""
-    model.load_state_dict(ck.load_weights(p["best"]))
+    raw_model.load_state_dict(ck.load_weights(p["best"]))  # same tensors as ``model``'s
     torch.manual_seed(epoch_seed(cfg.seed, 10**6, accelerator.process_index))
     test, _ = evaluate(model, test_dl, attacks, accelerator, info.num_classes)
     best = next(h for h in history if h["epoch"] == stopper.best_epoch)
     results = {
         "recipe": cfg.recipe, "best_epoch": stopper.best_epoch, "epochs_run": history[-1]["epoch"],
         "stopped_early": bool(stopper.should_stop and history[-1]["epoch"] < cfg.optim.epochs),
-        "early_stop_metric": cfg.early_stop.metric, "world_size": world,
+        "early_stop_metric": cfg.early_stop.metric, "world_size": dist["world_size"],
+        "distributed": dist,
         "test": {k: v for k, v in test.items() if k != "count"}, "test_examples": test["count"],
         "val_best": {k[4:]: v for k, v in best.items() if k.startswith("val/") and k != "val/count"},
         "val_examples": best["val/count"],

@@ -8,14 +8,29 @@ import torch
 from tqdm import tqdm
 
 from ..data import random_crop_flip
+from ..strategies import StepOutput
+
+
+def train_step(model, attack_model, strategy, optimizer, scheduler, x, y, accelerator,
+               grad_clip: float) -> StepOutput:
+    """One optimizer step: the strategy (attack on ``attack_model``, no communication), then
+    one backward through the prepared model (the step's only gradient synchronisation)."""
+    out = strategy(model, attack_model, x, y)
+    optimizer.zero_grad(set_to_none=True)
+    accelerator.backward(out.loss)   # under DeepSpeed this also runs engine.step()
+    if grad_clip > 0 and accelerator.distributed_type != "DEEPSPEED":
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)  # DeepSpeed clips itself
+    optimizer.step()
+    scheduler.step()  # not prepared by Accelerate: it would step once per process
+    return out
 
 
 def train_epoch(model, attack_model, strategy, optimizer, scheduler, loader, accelerator,
                 augment: bool, grad_clip: float, max_steps: Optional[int] = None,
-                progress: bool = False, desc: str = "") -> Dict[str, float]:
+                progress: bool = False, desc: str = "",
+                memory_format=torch.contiguous_format) -> Dict[str, float]:
     """Run one epoch; returns global train metrics (loss, accuracy on the training inputs,
-    images/s). The strategy's attack runs on ``attack_model`` (unwrapped): under DDP the only
-    gradient synchronisation is the one ``accelerator.backward`` issues per optimizer step."""
+    images/s, share of adversarial batches)."""
     model.train()
     device = accelerator.device
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, correct, n, adv batches
@@ -25,29 +40,24 @@ def train_epoch(model, attack_model, strategy, optimizer, scheduler, loader, acc
     for step, (x, y, _) in enumerate(loader):
         if step >= total:
             break
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x = x.to(device, non_blocking=True, memory_format=memory_format)
+        y = y.to(device, non_blocking=True)
         if augment:
             x = random_crop_flip(x)
-        out = strategy(model, attack_model, x, y)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(out.loss)
-        if grad_clip > 0:
-            accelerator.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        scheduler.step()  # not prepared by Accelerate: it would step once per process
+        out = train_step(model, attack_model, strategy, optimizer, scheduler, x, y, accelerator,
+                         grad_clip)
         with torch.no_grad():
-            n = len(y)
+            n = float(len(y))
             sums += torch.stack([out.loss.detach().double() * n,
                                  (out.logits.argmax(1) == y).sum().double(),
-                                 torch.tensor(float(n), device=device, dtype=torch.float64),
+                                 torch.tensor(n, device=device, dtype=torch.float64),
                                  torch.tensor(float(out.adversarial), device=device,
                                               dtype=torch.float64)])
         bar.update(1)
     bar.close()
     elapsed = torch.tensor([time.perf_counter() - start], device=device)
     sums = accelerator.reduce(sums, reduction="sum")
-    # mean wall time over ranks (reduce offers sum/mean only)
-    elapsed = accelerator.reduce(elapsed, reduction="mean")
+    elapsed = accelerator.reduce(elapsed, reduction="mean")  # mean wall time over ranks
     n = max(sums[2].item(), 1.0)
     return {"loss": sums[0].item() / n, "acc": sums[1].item() / n,
             "images_per_s": sums[2].item() / max(elapsed.item(), 1e-9),
