@@ -59,7 +59,6 @@ def test_tensorboard_events_read_back(tmp_path):
     _run(tmp_path / "tb", "optim.epochs=2", "runtime.max_steps_per_epoch=3", "log.image_grid=4")
     acc = EventAccumulator(str(tmp_path / "tb/tb"), size_guidance={"images": 0, "scalars": 0})
     acc.Reload()
-    tags = acc.Tags()
     for tag in ("train/loss", "train/acc", "train/images_per_s", "val/natural", "val/pgd_linf",
                 "val/pgd_l2", "val/fgsm", "lr"):
         assert [e.step for e in acc.Scalars(tag)] == [1, 2], tag

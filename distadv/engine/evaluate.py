@@ -19,7 +19,8 @@ def _first_occurrence(idx: torch.Tensor) -> torch.Tensor:
 
 def evaluate(model: nn.Module, loader, attacks: Dict[str, PGD], accelerator, num_classes: int,
              max_steps: Optional[int] = None, keep_images: int = 0,
-             image_attack: Optional[str] = None) -> Tuple[Dict[str, float], Optional[dict]]:
+             image_attack: Optional[str] = None,
+             memory_format=torch.contiguous_format) -> Tuple[Dict[str, float], Optional[dict]]:
     """Accuracy of ``model`` (unwrapped) on ``loader``: clean and under every attack.
 
     Each rank attacks its own shard; per-example results are gathered once at the end (one
@@ -34,7 +35,7 @@ def evaluate(model: nn.Module, loader, attacks: Dict[str, PGD], accelerator, num
         for step, (x, y, idx) in enumerate(loader):
             if max_steps is not None and step >= max_steps:
                 break
-            x, y, idx = x.to(device), y.to(device), idx.to(device)
+            x, y, idx = x.to(device, memory_format=memory_format), y.to(device), idx.to(device)
             with torch.no_grad():
                 cols = [idx, (model(x).argmax(1) == y).long()]
             for name in names:

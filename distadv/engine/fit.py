@@ -11,18 +11,15 @@ from omegaconf import OmegaConf
 
 from ..attacks import build_attack
 from ..data import build_splits
-from ..models import create_model
 from ..strategies import build_strategy
 from . import checkpoint as ck
 from .early_stop import EarlyStopper
 from .evaluate import evaluate
-from .loaders import make_loaders
+from .build import build_run
 from .loop import train_epoch
-from .optim import build_optimizer, build_scheduler
 from .report import results_table
 from .rundir import inspect, paths, run_dir_of
-from .loaders import per_rank
-from .setup import broadcast_buffers, make_accelerator, prepare, uses_deepspeed
+from .setup import broadcast_buffers, make_accelerator, uses_deepspeed
 from .tracking import Tracker
 
 
@@ -53,31 +50,16 @@ def fit(cfg) -> Dict:
             ck.atomic_write(p["config"], lambda f: OmegaConf.save(cfg, f))
     accelerator.wait_for_everyone()
 
-    torch.manual_seed(cfg.seed)                        # same initial weights on every rank
-    kw = {"width": cfg.model.width} if cfg.model.width is not None else {}
-    model = create_model(cfg.model.name, info.num_classes, info.in_channels, info.mean, info.std,
-                         cfg.model.input_noise, info.image_size, **kw)
+    state = ck.load_state(p["latest"]) if status == "resume" else None
+    r = build_run(cfg, accelerator, splits, state)
+    model, raw_model, attack_model = r.model, r.raw_model, r.attack_model
+    optimizer, scheduler, train_dl = r.optimizer, r.scheduler, r.train_dl
     world, rank = accelerator.num_processes, accelerator.process_index
-    train_dl, val_dl, test_dl = make_loaders(splits, cfg.data, world, rank, cfg.seed)
-    steps = len(train_dl) if cfg.runtime.max_steps_per_epoch is None else min(
-        len(train_dl), cfg.runtime.max_steps_per_epoch)
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps)
     stopper = EarlyStopper(cfg.early_stop.patience, cfg.early_stop.min_delta)
     start_epoch, history = 0, []
-    if status == "resume":
-        state = ck.load_state(p["latest"])
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    if state is not None:
         stopper.load_state_dict(state["early_stop"])
         start_epoch, history = state["epoch"], list(state["history"])
-    raw_model = model  # parameters shared with the prepared/compiled model; plain state-dict keys
-    model, optimizer, attack_model = prepare(accelerator, model, optimizer, cfg,
-                                             per_rank(cfg.data.batch_size, world, "data.batch_size"))
-    fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
-    if status == "resume" and accelerator.scaler is not None and state.get("scaler"):
-        accelerator.scaler.load_state_dict(state["scaler"])
     val_attacks = {k: build_attack(t) for k, t in cfg.eval_attacks.items()}
     tracker = Tracker(p["tb"], main and cfg.log.tensorboard, purge_step=start_epoch or None)
     progress = main and (cfg.log.progress == "always" or
@@ -102,12 +84,13 @@ def fit(cfg) -> Dict:
         train_dl.sampler.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = train_epoch(model, attack_model, strategy, optimizer, scheduler, train_dl,
-                         accelerator, cfg.data.augment, cfg.optim.grad_clip, steps, progress,
-                         f"epoch {epoch + 1}/{cfg.optim.epochs}", fmt)
+                         accelerator, cfg.data.augment, cfg.optim.grad_clip, r.steps_per_epoch,
+                         progress, f"epoch {epoch + 1}/{cfg.optim.epochs}", r.memory_format)
         broadcast_buffers(attack_model)                # every shard scored with rank 0's BN stats
-        val, images = evaluate(attack_model, val_dl, val_attacks, accelerator, info.num_classes,
+        val, images = evaluate(attack_model, r.val_dl, val_attacks, accelerator, info.num_classes,
                                cfg.runtime.max_steps_per_epoch, cfg.log.image_grid if main else 0,
-                               cfg.early_stop.metric if cfg.early_stop.metric in val_attacks else None)
+                               cfg.early_stop.metric if cfg.early_stop.metric in val_attacks else None,
+                               r.memory_format)
         improved = stopper.update(val[cfg.early_stop.metric], epoch + 1)
         record = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
                   **{f"val/{k}": v for k, v in val.items()}}
@@ -131,8 +114,8 @@ def fit(cfg) -> Dict:
             "world_size": world, "precision": cfg.runtime.precision,
             "zero_stage": accelerator.state.deepspeed_plugin.zero_stage
             if uses_deepspeed(accelerator) else None}
-    return _final_test(cfg, accelerator, raw_model, attack_model, test_dl, val_attacks, info,
-                       stopper, history, tracker, p, dist)
+    return _final_test(cfg, accelerator, raw_model, attack_model, r.test_dl, val_attacks, info,
+                       stopper, history, tracker, p, dist, r.memory_format)
 
 
 def _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, history, improved,
@@ -157,11 +140,13 @@ def _epoch_line(r: Dict) -> str:
 
 
 def _final_test(cfg, accelerator, raw_model, model, test_dl, attacks, info, stopper, history,
-                tracker, p, dist) -> Dict:
+                tracker, p, dist, memory_format) -> Dict:
     """Evaluate the best checkpoint once on the test split and write results.json."""
     raw_model.load_state_dict(ck.load_weights(p["best"]))  # same tensors as ``model``'s
     torch.manual_seed(epoch_seed(cfg.seed, 10**6, accelerator.process_index))
-    test, _ = evaluate(model, test_dl, attacks, accelerator, info.num_classes)
+    broadcast_buffers(model)
+    test, _ = evaluate(model, test_dl, attacks, accelerator, info.num_classes,
+                       memory_format=memory_format)
     best = next(h for h in history if h["epoch"] == stopper.best_epoch)
     results = {
         "recipe": cfg.recipe, "best_epoch": stopper.best_epoch, "epochs_run": history[-1]["epoch"],

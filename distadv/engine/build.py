@@ -1,0 +1,62 @@
+"""Build the pieces of a run (data, model, optimizer, schedule) and prepare them for the launch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from ..data import Splits, build_splits
+from ..models import create_model
+from .loaders import make_loaders, per_rank
+from .optim import build_optimizer, build_scheduler
+from .setup import prepare
+
+
+@dataclass
+class RunParts:
+    """Everything the epoch loop needs. ``raw_model`` shares its tensors with ``model`` (the
+    prepared wrapper) and ``attack_model`` (unwrapped, maybe compiled) and has plain keys."""
+
+    splits: Splits
+    model: nn.Module
+    raw_model: nn.Module
+    attack_model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    train_dl: Any
+    val_dl: Any
+    test_dl: Any
+    steps_per_epoch: int
+    memory_format: torch.memory_format
+
+
+def build_run(cfg, accelerator, splits: Optional[Splits] = None,
+              state: Optional[dict] = None) -> RunParts:
+    """Create and prepare a run; ``state`` (a ``latest`` checkpoint) restores model, optimizer
+    and schedule before ``prepare`` (the grad scaler after it)."""
+    splits = splits or build_splits(cfg.data)
+    info = splits.info
+    torch.manual_seed(cfg.seed)                        # same initial weights on every rank
+    kw = {"width": cfg.model.width} if cfg.model.width is not None else {}
+    model = create_model(cfg.model.name, info.num_classes, info.in_channels, info.mean, info.std,
+                         cfg.model.input_noise, info.image_size, **kw)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    train_dl, val_dl, test_dl = make_loaders(splits, cfg.data, world, rank, cfg.seed)
+    steps = len(train_dl) if cfg.runtime.max_steps_per_epoch is None else min(
+        len(train_dl), cfg.runtime.max_steps_per_epoch)
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    raw_model = model
+    model, optimizer, attack_model = prepare(accelerator, model, optimizer, cfg,
+                                             per_rank(cfg.data.batch_size, world, "data.batch_size"))
+    if state is not None and accelerator.scaler is not None and state.get("scaler"):
+        accelerator.scaler.load_state_dict(state["scaler"])
+    fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+    return RunParts(splits, model, raw_model, attack_model, optimizer, scheduler, train_dl,
+                    val_dl, test_dl, steps, fmt)
