@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -11,7 +12,8 @@ from ..data import Splits, build_splits
 from ..models import create_model
 from .loaders import make_loaders, per_rank
 from .optim import build_optimizer, build_scheduler
-from .setup import prepare
+from .setup import prepare, uses_deepspeed
+from .zero_state import load_partition
 
 
 @dataclass
@@ -32,10 +34,11 @@ class RunParts:
     memory_format: torch.memory_format
 
 
-def build_run(cfg, accelerator, splits: Optional[Splits] = None,
-              state: Optional[dict] = None) -> RunParts:
+def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional[dict] = None,
+              ckpt_dir: Optional[Path] = None) -> RunParts:
     """Create and prepare a run; ``state`` (a ``latest`` checkpoint) restores model, optimizer
-    and schedule before ``prepare`` (the grad scaler after it)."""
+    and schedule before ``prepare`` (the grad scaler and DeepSpeed partitions from ``ckpt_dir``
+    after it)."""
     splits = splits or build_splits(cfg.data)
     info = splits.info
     torch.manual_seed(cfg.seed)                        # same initial weights on every rank
@@ -50,13 +53,16 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None,
     scheduler = build_scheduler(optimizer, cfg.optim, steps)
     if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        if state.get("optimizer") is not None:  # under DeepSpeed: per-rank partitions instead
+            optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     raw_model = model
     model, optimizer, attack_model = prepare(accelerator, model, optimizer, cfg,
                                              per_rank(cfg.data.batch_size, world, "data.batch_size"))
     if state is not None and accelerator.scaler is not None and state.get("scaler"):
         accelerator.scaler.load_state_dict(state["scaler"])
+    if state is not None and uses_deepspeed(accelerator):
+        load_partition(optimizer, ckpt_dir, state["epoch"], rank, world)
     fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
     return RunParts(splits, model, raw_model, attack_model, optimizer, scheduler, train_dl,
                     val_dl, test_dl, steps, fmt)

@@ -21,6 +21,7 @@ from .report import results_table
 from .rundir import inspect, paths, run_dir_of
 from .setup import broadcast_buffers, make_accelerator, uses_deepspeed
 from .tracking import Tracker
+from .zero_state import prune_partitions, save_partition
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -51,7 +52,8 @@ def fit(cfg) -> Dict:
     accelerator.wait_for_everyone()
 
     state = ck.load_state(p["latest"]) if status == "resume" else None
-    r = build_run(cfg, accelerator, splits, state)
+    r = build_run(cfg, accelerator, splits, state, p["checkpoints"])
+    deepspeed = uses_deepspeed(accelerator)
     model, raw_model, attack_model = r.model, r.raw_model, r.attack_model
     optimizer, scheduler, train_dl = r.optimizer, r.scheduler, r.train_dl
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -95,9 +97,14 @@ def fit(cfg) -> Dict:
         record = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
                   **{f"val/{k}": v for k, v in val.items()}}
         history.append(record)
+        if deepspeed:  # every rank's optimizer partition, before latest points at it
+            save_partition(optimizer, p["checkpoints"], epoch + 1, rank)
+            accelerator.wait_for_everyone()
         if main:
-            _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, history,
-                        improved, cfg.early_stop.metric)
+            _save_epoch(p, accelerator, raw_model, None if deepspeed else optimizer, scheduler,
+                        stopper, history, improved, cfg.early_stop.metric)
+            if deepspeed:
+                prune_partitions(p["checkpoints"], epoch + 1)
             tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
             tracker.adversarial_grid(epoch + 1, images)
             print(_epoch_line(record) + (" *" if improved else ""), flush=True)
@@ -127,7 +134,8 @@ def _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, histor
         ck.save_weights(p["best"], weights, {"epoch": str(epoch), "metric": metric,
                                              "value": str(history[-1][f"val/{metric}"])})
     ck.save_state(p["latest"], {
-        "model": weights, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+        "model": weights, "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict(),
         "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
         "epoch": epoch, "early_stop": stopper.state_dict(), "history": history})
 
