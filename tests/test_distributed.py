@@ -1,0 +1,175 @@
+"""Distribution for real on CPU: collectives counted with the profiler and a DDP hook,
+DeepSpeed ZeRO-1/2 against DDP, DeepSpeed resume, BatchNorm across ranks, bf16 attacks,
+torch.compile."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from distadv.attacks import PGD
+from distadv.compose import load_config
+from distadv.engine.checkpoint import load_state, load_weights
+from distadv.engine.fit import fit
+from distadv.models import create_model
+from tests.conftest import ROOT, run_env
+
+pytestmark = pytest.mark.slow
+deepspeed = pytest.importorskip("deepspeed", reason="pip install .[deepspeed]")
+
+SHORT = ["recipe=demo", "optim.epochs=1", "runtime.max_steps_per_epoch=3",
+         "train_attacks.linf.random_start=false", "early_stop.patience=0", "log.progress=never"]
+
+
+def launch(config: str, script: str, *args, timeout: int = 600):
+    """``accelerate launch --config_file recipes/accelerate/<config>.yaml`` with 2 processes."""
+    env = run_env()
+    if config == "ddp":
+        env["ACCELERATE_USE_CPU"] = "1"   # DDP on CPU: MULTI_GPU config + this = 2 gloo ranks
+    else:
+        env.pop("ACCELERATE_USE_CPU", None)  # with DeepSpeed it would silently mean plain DDP
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / f"recipes/accelerate/{config}.yaml"), "--num_processes", "2",
+           str(ROOT / script), *args]
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.parametrize("config,engine", [("ddp", "DistributedDataParallel"),
+                                           ("deepspeed_zero2", "DeepSpeedEngine")])
+def test_attack_issues_no_collectives_and_step_count_is_independent_of_k(tmp_path, config, engine):
+    out = tmp_path / "counts.json"
+    launch(config, "tools/probe_collectives.py", "--out", str(out), "--k", "1,5", "recipe=demo")
+    c = json.loads(out.read_text())
+    assert c["world_size"] == 2 and c["engine"] == engine
+    assert c["1"]["attack"] == 0 and c["5"]["attack"] == 0       # K attack steps: no traffic
+    assert c["1"]["step_ops"] == c["5"]["step_ops"]              # whatever K is
+    if config == "ddp":
+        # exactly one gradient synchronisation: one bucket all-reduce (hook and profiler agree);
+        # the broadcasts are DDP's buffer sync at the one wrapped forward
+        assert c["1"]["ddp_hook_calls"] == 1 and c["5"]["ddp_hook_calls"] == 1
+        assert c["5"]["step_ops"]["c10d::allreduce_"] == 1
+    else:
+        assert c["distributed_type"] == "DEEPSPEED" and c["5"]["step"] > 0
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("ddp") / "run"
+    launch("ddp", "distadv/train.py", *SHORT, f"run_dir={run}")
+    return run
+
+
+# Tolerance: DeepSpeed reduces the flattened gradients in its own buckets, DDP in its own;
+# both average the same two half-batch gradients, so only float rounding may differ.
+@pytest.mark.parametrize("stage", [1, 2])
+def test_deepspeed_matches_ddp_on_the_same_batches(tmp_path, ddp_run, stage):
+    run = tmp_path / f"zero{stage}"
+    launch(f"deepspeed_zero{stage}", "distadv/train.py", *SHORT, f"run_dir={run}")
+    res = json.loads((run / "results.json").read_text())["distributed"]
+    assert res == {"type": "DEEPSPEED", "engine": "DeepSpeedEngine", "world_size": 2,
+                   "precision": "fp32", "zero_stage": stage}
+    ref = json.loads((ddp_run / "results.json").read_text())["distributed"]
+    assert ref["engine"] == "DistributedDataParallel" and ref["world_size"] == 2
+    a = load_state(ddp_run / "checkpoints/latest")["model"]
+    b = load_state(run / "checkpoints/latest")["model"]
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff < 1e-6, diff
+
+
+def test_deepspeed_resume_is_exact(tmp_path):
+    common = ["recipe=demo", "optim.epochs=2", "runtime.max_steps_per_epoch=3",
+              "early_stop.patience=0", "log.progress=never"]
+    launch("deepspeed_zero2", "distadv/train.py", *common, f"run_dir={tmp_path / 'full'}")
+    launch("deepspeed_zero2", "distadv/train.py", *common, f"run_dir={tmp_path / 'cut'}",
+           "runtime.max_epochs_per_session=1")
+    assert sorted(p.name for p in (tmp_path / "cut/checkpoints").glob("zero-*")) == \
+        ["zero-e1-rank0", "zero-e1-rank1"]
+    launch("deepspeed_zero2", "distadv/train.py", *common, f"run_dir={tmp_path / 'cut'}")
+    assert sorted(p.name for p in (tmp_path / "cut/checkpoints").glob("zero-*")) == \
+        ["zero-e2-rank0", "zero-e2-rank1"]   # the older partitions were pruned
+    a = load_state(tmp_path / "full/checkpoints/latest")["model"]
+    b = load_state(tmp_path / "cut/checkpoints/latest")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _bn_ranks_worker():
+    """Runs in each of 2 debug_launcher processes: after DDP training steps with BatchNorm the
+    ranks' running statistics differ; after broadcast_buffers (what evaluation does) they agree."""
+    from accelerate import Accelerator
+
+    from distadv.engine.build import build_run
+    from distadv.engine.loop import train_step
+    from distadv.engine.setup import broadcast_buffers
+    from distadv.strategies import build_strategy
+
+    cfg = load_config(["recipe=resnet20_mat", "data.synthetic=true", "data.synthetic_size=16",
+                       "data.val_size=4", "data.batch_size=8", "log.progress=never"])
+    accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes == 2
+    r = build_run(cfg, accelerator)
+    strategy = build_strategy(cfg, 10)
+    for t in cfg.train_attacks.values():
+        t.steps = 1
+    x, y, _ = next(iter(r.train_dl))
+    for _ in range(2):
+        train_step(r.model, r.attack_model, strategy, r.optimizer, r.scheduler, x, y,
+                   accelerator, 0.0)
+
+    def spread():
+        mean = r.attack_model.net.bn1.running_mean.clone()
+        gathered = accelerator.gather(mean[None])
+        return (gathered[0] - gathered[1]).abs().max().item()
+
+    assert spread() > 0          # each rank updated BN with its own batch
+    broadcast_buffers(r.attack_model)
+    assert spread() == 0         # evaluation starts from rank 0's statistics on every rank
+
+
+def test_batchnorm_buffers_are_consistent_across_ranks_when_evaluation_starts():
+    from accelerate import debug_launcher
+    debug_launcher(_bn_ranks_worker, num_processes=2)
+
+
+@pytest.fixture(scope="module")
+def demo_at_model(tmp_path_factory, digits):
+    run = tmp_path_factory.mktemp("at") / "run"
+    fit(load_config(["recipe=demo", f"run_dir={run}", "log.progress=never"]))
+    model = create_model("basicnet", 10, 1)
+    model.load_state_dict(load_weights(run / "checkpoints/best.safetensors"))
+    return model.eval()
+
+
+def test_bf16_attack_is_within_2_points_of_fp32(demo_at_model, digits):
+    x, y = digits[1].images, digits[1].labels
+    atk = PGD(eps=0.2, alpha=0.05, steps=10)
+    torch.manual_seed(0)
+    adv32 = atk(demo_at_model, x, y)
+    torch.manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        adv16 = atk(demo_at_model, x, y)
+        acc16 = (demo_at_model(adv16).argmax(1) == y).float().mean().item()
+    assert adv16.dtype == torch.float32 and ((adv16 - x).abs().amax() <= 0.2 + 1e-6)
+    with torch.no_grad():
+        acc32 = (demo_at_model(adv32).argmax(1) == y).float().mean().item()
+    assert acc32 > 0.5                       # a robust model, so the comparison means something
+    assert abs(acc16 - acc32) <= 0.02, (acc16, acc32)
+
+
+def test_compiled_run_resumes_exactly_and_uses_the_cache_dir(tmp_path):
+    cache = tmp_path / "inductor"
+    common = ["recipe=demo", "optim.epochs=2", "runtime.max_steps_per_epoch=3",
+              "early_stop.patience=0", "log.progress=never", "runtime.compile=true",
+              f"runtime.compile_cache_dir={cache}"]
+    fit(load_config([*common, f"run_dir={tmp_path / 'full'}"]))
+    assert cache.is_dir() and any(cache.iterdir())
+    fit(load_config([*common, f"run_dir={tmp_path / 'cut'}", "runtime.max_epochs_per_session=1"]))
+    fit(load_config([*common, f"run_dir={tmp_path / 'cut'}"]))
+    a = load_state(tmp_path / "full/checkpoints/latest")["model"]
+    b = load_state(tmp_path / "cut/checkpoints/latest")["model"]
+    assert not any("_orig_mod" in k for k in a)   # plain keys, loadable without compile
+    assert all(torch.equal(a[k], b[k]) for k in a)
