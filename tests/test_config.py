@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from distadv.compose import load_config, recipe_names
 from distadv.errors import ConfigError
@@ -53,13 +54,18 @@ def test_seed_hyperparameters():
     (["strategy.name=mat"], r"strategy 'mat' takes 2-8 train_attacks"),
     (["early_stop.metric=pgd_l1"], r"early_stop.metric='pgd_l1' is not valid; choose one of: natural, pgd_linf"),
     (["name=../escape"], r"not a safe run name"),
-    (["runtime.sync_bn=true"], r"runtime.sync_bn=true needs GPUs.*set runtime.sync_bn=false"),
     (["runtime.precision=fp8"], r"runtime.precision='fp8' is not valid; choose one of: fp32, bf16, fp16"),
 ])
 def test_bad_input_is_one_clear_line(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern) as info:
         load_config(overrides)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="SyncBN is allowed where GPUs exist")
+def test_sync_bn_is_refused_on_cpu():
+    with pytest.raises(ConfigError, match=r"runtime.sync_bn=true needs GPUs.*set runtime.sync_bn=false"):
+        load_config(["runtime.sync_bn=true"])
 
 
 def _snapshot(d: Path) -> dict:
