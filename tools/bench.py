@@ -1,26 +1,35 @@
 #!/usr/bin/env python
-"""Benchmark the adversarial training step against the bound from its own primitives.
+"""Speed benchmarks, measured side by side in one run (medians of interleaved repetitions).
 
-    python tools/bench.py --json            # PreActResNet18, batch 128, K=10, fp32 and bf16
+    python tools/bench.py --json        # all sections, ~6 min on 2 cores
+    python tools/bench.py --json --models basicnet --no-launch   # quick
 
-For each precision it measures, interleaved rep by rep (so machine noise hits all alike):
-  train_step_ms   one optimizer step on clean images (forward, backward, SGD), train mode
-  attack_step_ms  one PGD step: forward + input gradient (autograd.grad) + step/project, eval mode
-  at_step_ms      one PGD-K adversarial-training step through distadv's strategy and optimizer
-and reports medians plus at_bound_ratio = (K * attack_step + train_step) / at_step; the goal is
->= 0.9 (the loop adds at most ~10% over its primitives).
+Per model and precision (fp32, bf16 autocast), on the same batch and the same K:
+  train_step_ms, attack_step_ms, at_step_ms, at_bound_ratio = (K*attack + train) / at (>= 0.9)
+  reference_step_ms: the field's reference loop (tools/reference_loop.py, fp32 always);
+      vs_reference = reference / our AT step (goal >= 3x with bf16)
+  pgd_eval_ms vs torchattacks_eval_ms: K-step PGD on an eval-mode model;
+      vs_torchattacks = torchattacks fp32 / ours (goal >= 1.0 fp32, >= 2 bf16)
+Launch sections (2 real gloo processes): collectives_per_step (gradient all-reduces in one
+DDP step, from tools/probe_collectives.py; goal 1) and scaling_2proc (training images/s with
+2 processes over 1, demo recipe, both on this machine's cores).
+The first model's figures are repeated at the top level.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -28,6 +37,7 @@ import torch.nn.functional as F  # noqa: E402
 from distadv.attacks import PGD  # noqa: E402
 from distadv.models import create_model  # noqa: E402
 from distadv.strategies import Adversarial  # noqa: E402
+from tools.reference_loop import reference_train_step  # noqa: E402
 
 
 def _autocast(precision: str):
@@ -42,78 +52,159 @@ def _timed(fn) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def bench_precision(args, precision: str) -> dict:
-    """Medians (ms) of the three measurements and their ratio for one precision."""
+def _model(spec: str):
+    name, _, width = spec.partition(":")
+    return create_model(name, width=float(width)) if width else create_model(name)
+
+
+def bench_model(spec: str, args) -> dict:
+    """All per-model measurements, fp32 and bf16, interleaved rep by rep."""
     torch.manual_seed(0)
-    model = create_model(args.model, width=args.width) if args.model == "preact_resnet18" \
-        else create_model(args.model)
+    model = _model(spec)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.rand(args.batch, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch,))
-    attack = PGD(eps=0.03, alpha=0.0075, steps=args.steps)
-    strategy = Adversarial(attack)
+    k = args.steps
+    strategy = Adversarial(PGD(eps=0.03, alpha=0.0075, steps=k))
+    one_step = PGD(eps=0.03, alpha=0.0075, steps=1, random_start=False)
+    eval_pgd = PGD(eps=0.03, alpha=0.0075, steps=k)
+    theirs = None
+    with contextlib.suppress(ImportError):
+        import torchattacks
+        theirs = torchattacks.PGD(model, eps=0.03, alpha=0.0075, steps=k, random_start=True)
 
-    def train_step(inp=x):
-        with _autocast(precision):
-            loss = F.cross_entropy(model(inp), y)
+    def train_step(p):
+        model.train()
+        with _autocast(p):
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
-    one_step = PGD(eps=0.03, alpha=0.0075, steps=1, random_start=False)
-
-    def attack_step():
-        with _autocast(precision):
+    def attack_step(p):
+        model.train()
+        with _autocast(p):
             one_step(model, x, y)
 
-    def at_step():
-        with _autocast(precision):
+    def at_step(p):
+        model.train()
+        with _autocast(p):
             out = strategy(model, model, x, y)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
 
-    model.train()
-    for fn in (train_step, attack_step, at_step):  # warm-up (allocator, oneDNN kernels)
+    def pgd_eval(p):
+        model.eval()
+        with _autocast(p):
+            eval_pgd(model, x, y)
+
+    fns = {"train": train_step, "attack": attack_step, "at": at_step, "pgd_eval": pgd_eval}
+    shared = {"reference": lambda: reference_train_step(model, opt, x, y, steps=k)}
+    if theirs is not None:
+        shared["torchattacks_eval"] = lambda: (model.eval(), theirs(x, y))
+    precisions = args.precisions.split(",")
+    for p in precisions:                      # warm-up (allocator, oneDNN kernel choice)
+        for fn in fns.values():
+            fn(p)
+    for fn in shared.values():
         fn()
-    times = {"train": [], "attack": [], "at": []}
+    times = {(p, n): [] for p in precisions for n in fns}
+    times.update({n: [] for n in shared})
     for _ in range(args.reps):
-        times["train"].append(_timed(train_step))
-        times["attack"].append(_timed(attack_step))
-        times["at"].append(_timed(at_step))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    bound = args.steps * med["attack"] + med["train"]
-    return {"train_step_ms": round(med["train"], 2), "attack_step_ms": round(med["attack"], 2),
-            "at_step_ms": round(med["at"], 2), "at_bound_ratio": round(bound / med["at"], 3),
-            "reps": args.reps}
+        for p in precisions:
+            for n, fn in fns.items():
+                times[(p, n)].append(_timed(lambda: fn(p)))
+        for n, fn in shared.items():
+            times[n].append(_timed(fn))
+    med = {key: statistics.median(v) for key, v in times.items()}
+    out = {}
+    for p in precisions:
+        m = {n: med[(p, n)] for n in fns}
+        r = {"train_step_ms": m["train"], "attack_step_ms": m["attack"], "at_step_ms": m["at"],
+             "at_bound_ratio": (k * m["attack"] + m["train"]) / m["at"],
+             "reference_step_ms": med["reference"], "vs_reference": med["reference"] / m["at"],
+             "pgd_eval_ms": m["pgd_eval"]}
+        if theirs is not None:
+            r["torchattacks_eval_ms"] = med["torchattacks_eval"]
+            r["vs_torchattacks"] = med["torchattacks_eval"] / m["pgd_eval"]
+        out[p] = {key: round(v, 3) for key, v in r.items()}
+    return out
+
+
+def _env(threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(ROOT))
+    return env
+
+
+def _launch_cmd(n: int, script: str, *args) -> list:
+    if n == 1:
+        return [sys.executable, str(ROOT / script), *args]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "recipes/accelerate/ddp.yaml"), "--num_processes", str(n),
+            str(ROOT / script), *args]
+
+
+def collectives_per_step(tmp: Path) -> dict:
+    """Gradient all-reduces per DDP optimizer step for K = 1 and 10 (2 gloo processes)."""
+    out = tmp / "collectives.json"
+    env = dict(_env(1), ACCELERATE_USE_CPU="1")
+    subprocess.run(_launch_cmd(2, "tools/probe_collectives.py", "--out", str(out), "--k", "1,10",
+                               "recipe=demo"), env=env, check=True, capture_output=True)
+    c = json.loads(out.read_text())
+    return {"K=1": c["1"]["ddp_hook_calls"], "K=10": c["10"]["ddp_hook_calls"],
+            "attack_collectives": c["10"]["attack"], "step_ops_K=10": c["10"]["step_ops"]}
+
+
+def scaling_2proc(tmp: Path, reps: int) -> dict:
+    """Training images/s of the demo recipe, 2 processes (1 thread each) over 1 process (2
+    threads), median over ``reps`` runs of each, alternated."""
+    args = ["recipe=demo", "optim.epochs=2", "early_stop.patience=0", "log.progress=never",
+            "log.tensorboard=false"]
+    speeds = {1: [], 2: []}
+    for i in range(reps):
+        for n in (1, 2):
+            run = tmp / f"scale{n}_{i}"
+            env = dict(_env(2 if n == 1 else 1), ACCELERATE_USE_CPU="1")
+            subprocess.run(_launch_cmd(n, "distadv/train.py", *args, f"run_dir={run}"), env=env,
+                           check=True, capture_output=True)
+            hist = torch.load(run / "checkpoints/latest", weights_only=True)["history"]
+            speeds[n].append(hist[-1]["train/images_per_s"])  # epoch 2: after warm-up
+    one, two = statistics.median(speeds[1]), statistics.median(speeds[2])
+    return {"images_per_s_1proc": round(one, 1), "images_per_s_2proc": round(two, 1),
+            "ratio": round(two / one, 3)}
 
 
 def main() -> int:
-    """Parse arguments, run the benchmark, print JSON or a table."""
+    """Parse arguments, run the sections, print JSON (or a summary)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--model", default="preact_resnet18")
-    ap.add_argument("--width", type=float, default=1.0)
+    ap.add_argument("--models", default="preact_resnet18:1,preact_resnet18:0.25,basicnet",
+                    help="comma list of name[:width]; the first is reported at the top level")
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--steps", type=int, default=10, help="K, PGD steps per training step (recipes: 10)")
+    ap.add_argument("--steps", type=int, default=10, help="K, PGD steps (recipes: 10)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--no-launch", action="store_true", help="skip the multi-process sections")
     args = ap.parse_args()
-    out = {"model": args.model, "width": args.width, "batch": args.batch, "steps": args.steps,
-           "threads": torch.get_num_threads(), "torch": torch.__version__}
-    for p in args.precisions.split(","):
-        out[p] = bench_precision(args, p)
-    # top-level keys for the default (fp32) run; per-precision figures under "fp32"/"bf16"
-    first = out[args.precisions.split(",")[0]]
-    out.update({k: first[k] for k in ("train_step_ms", "attack_step_ms", "at_step_ms",
-                                      "at_bound_ratio")})
-    if "fp32" in out and "bf16" in out:  # side by side in this run
-        out["bf16_at_speedup"] = round(out["fp32"]["at_step_ms"] / out["bf16"]["at_step_ms"], 3)
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
-        for p in args.precisions.split(","):
-            print(p, out[p])
+    out = {"batch": args.batch, "steps": args.steps, "reps": args.reps,
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "models": {}}
+    for spec in args.models.split(","):
+        out["models"][spec] = bench_model(spec, args)
+    first = out["models"][args.models.split(",")[0]]
+    top = first[args.precisions.split(",")[0]]
+    out.update({k: top[k] for k in ("train_step_ms", "attack_step_ms", "at_step_ms",
+                                    "at_bound_ratio")})
+    out["vs_reference"] = {p: first[p]["vs_reference"] for p in first}
+    if "vs_torchattacks" in top:
+        out["vs_torchattacks"] = {p: first[p]["vs_torchattacks"] for p in first}
+    if not args.no_launch:
+        with tempfile.TemporaryDirectory() as tmp:
+            c = collectives_per_step(Path(tmp))
+            out["collectives_per_step"] = c["K=10"]
+            out["collectives_detail"] = c
+            out["scaling_2proc"] = scaling_2proc(Path(tmp), args.reps)
+    print(json.dumps(out, indent=2) if args.json else json.dumps(out))
     return 0
 
 
