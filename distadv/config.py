@@ -99,7 +99,7 @@ class RuntimeConfig:
     max_steps_per_epoch: Optional[int] = None   # cap (debug runs)
     max_epochs_per_session: Optional[int] = None  # stop cleanly after N epochs; rerun resumes
     timeout_s: int = 1800           # process-group timeout: a hung peer fails after this
-    channels_last: bool = False     # NHWC memory format (faster convolutions on GPUs/AMX)
+    channels_last: bool = True      # NHWC memory format: 1.3-2x faster attacks on this CPU (BENCHMARKS.md)
     compile: bool = False           # torch.compile the model (before Accelerate's prepare)
     compile_cache_dir: Optional[str] = None  # TORCHINDUCTOR_CACHE_DIR (default: torch's)
     sync_bn: bool = False           # SyncBatchNorm across ranks (GPU only)

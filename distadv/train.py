@@ -1,7 +1,8 @@
 """Train one recipe: ``accelerate launch distadv/train.py recipe=NAME [key=value ...]``.
 
 Also runs as ``python distadv/train.py ...`` (one process) or ``python -m distadv.train``.
-Bad input prints one line, ``distadv: error: ...``, and exits with status 2.
+Bad input prints one line, ``distadv: error: ...``, and exits with status 2; a peer that died
+or timed out (``runtime.timeout_s``) gives one line and status 3.
 """
 from __future__ import annotations
 
@@ -16,14 +17,23 @@ if __package__ in (None, ""):
 def main(argv=None) -> int:
     """Compose the config from ``argv`` (Hydra overrides), fit, and return the exit status."""
     from distadv.compose import load_config
+    from distadv.engine.faults import describe_dist_failure
     from distadv.engine.fit import fit
     from distadv.errors import UserError
 
+    cfg = None
     try:
-        fit(load_config(sys.argv[1:] if argv is None else argv))
+        cfg = load_config(sys.argv[1:] if argv is None else argv)
+        fit(cfg)
     except UserError as exc:
         print(f"distadv: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        message = describe_dist_failure(exc, cfg.runtime.timeout_s if cfg is not None else None)
+        if message is None:
+            raise
+        print(f"distadv: error: {message}", file=sys.stderr)
+        return 3
     return 0
 
 

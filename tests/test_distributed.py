@@ -173,3 +173,36 @@ def test_compiled_run_resumes_exactly_and_uses_the_cache_dir(tmp_path):
     b = load_state(tmp_path / "cut/checkpoints/latest")["model"]
     assert not any("_orig_mod" in k for k in a)   # plain keys, loadable without compile
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _hung_peer_worker():
+    """Rank 1 stalls; rank 0's collective must fail after the configured timeout, not hang."""
+    import time as _time
+
+    from accelerate import PartialState
+
+    from distadv.engine.faults import describe_dist_failure
+    from distadv.engine.setup import make_accelerator
+
+    cfg = load_config(["recipe=demo", "runtime.timeout_s=3"])
+    PartialState._reset_state()
+    accelerator = make_accelerator(cfg)
+    assert accelerator.num_processes == 2
+    if accelerator.process_index == 1:
+        _time.sleep(12)
+        return
+    start = _time.monotonic()
+    try:
+        accelerator.reduce(torch.ones(1), reduction="sum")
+    except RuntimeError as exc:
+        elapsed = _time.monotonic() - start
+        message = describe_dist_failure(exc, cfg.runtime.timeout_s)
+        assert message and "runtime.timeout_s=3" in message, str(exc)[:300]
+        assert elapsed < 10, elapsed
+        return
+    raise AssertionError("the collective did not time out")
+
+
+def test_hung_peer_fails_after_the_process_group_timeout():
+    from accelerate import debug_launcher
+    debug_launcher(_hung_peer_worker, num_processes=2)

@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Speed benchmarks, measured side by side in one run (medians of interleaved repetitions).
 
-    python tools/bench.py --json        # all sections, ~6 min on 2 cores
+    python tools/bench.py --json        # all sections, ~8 min on 2 cores
+    python tools/bench.py --json --models preact_resnet18:1 --no-launch   # full width, ~10 min
     python tools/bench.py --json --models basicnet --no-launch   # quick
 
-Per model and precision (fp32, bf16 autocast), on the same batch and the same K:
+Per model, precision (fp32, bf16 autocast) and layout (channels_last, distadv's default; and
+NCHW, suffix _nchw), on the same batch and the same K:
   train_step_ms, attack_step_ms, at_step_ms, at_bound_ratio = (K*attack + train) / at (>= 0.9)
   reference_step_ms: the field's reference loop (tools/reference_loop.py, fp32 always);
       vs_reference = reference / our AT step (goal >= 3x with bf16)
@@ -58,69 +60,78 @@ def _model(spec: str):
 
 
 def bench_model(spec: str, args) -> dict:
-    """All per-model measurements, fp32 and bf16, interleaved rep by rep."""
-    torch.manual_seed(0)
-    model = _model(spec)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.rand(args.batch, 3, 32, 32)
+    """All per-model measurements, interleaved rep by rep. Variants: each precision with
+    channels_last (distadv's default layout) and with plain NCHW (``<precision>_nchw``).
+    The reference loop and torchattacks run as the field runs them: fp32, NCHW."""
+    x_nchw = torch.rand(args.batch, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch,))
     k = args.steps
+    models, inputs = {}, {}
+    for layout in ("cl", "nchw"):
+        torch.manual_seed(0)
+        m = _model(spec)
+        fmt = torch.channels_last if layout == "cl" else torch.contiguous_format
+        models[layout] = m.to(memory_format=fmt)
+        inputs[layout] = x_nchw.contiguous(memory_format=fmt)
+    opts = {key: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9) for key, m in models.items()}
     strategy = Adversarial(PGD(eps=0.03, alpha=0.0075, steps=k))
     one_step = PGD(eps=0.03, alpha=0.0075, steps=1, random_start=False)
     eval_pgd = PGD(eps=0.03, alpha=0.0075, steps=k)
+    ref_model, ref_opt = models["nchw"], opts["nchw"]
     theirs = None
     with contextlib.suppress(ImportError):
         import torchattacks
-        theirs = torchattacks.PGD(model, eps=0.03, alpha=0.0075, steps=k, random_start=True)
+        theirs = torchattacks.PGD(ref_model, eps=0.03, alpha=0.0075, steps=k, random_start=True)
 
-    def train_step(p):
-        model.train()
-        with _autocast(p):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def make(prec, layout):
+        model, opt, x = models[layout], opts[layout], inputs[layout]
 
-    def attack_step(p):
-        model.train()
-        with _autocast(p):
-            one_step(model, x, y)
+        def train_step():
+            model.train()
+            with _autocast(prec):
+                loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
 
-    def at_step(p):
-        model.train()
-        with _autocast(p):
-            out = strategy(model, model, x, y)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+        def attack_step():
+            model.train()
+            with _autocast(prec):
+                one_step(model, x, y)
 
-    def pgd_eval(p):
-        model.eval()
-        with _autocast(p):
-            eval_pgd(model, x, y)
+        def at_step():
+            model.train()
+            with _autocast(prec):
+                out = strategy(model, model, x, y)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            opt.step()
 
-    fns = {"train": train_step, "attack": attack_step, "at": at_step, "pgd_eval": pgd_eval}
-    shared = {"reference": lambda: reference_train_step(model, opt, x, y, steps=k)}
+        def pgd_eval():
+            model.eval()
+            with _autocast(prec):
+                eval_pgd(model, x, y)
+        return {"train": train_step, "attack": attack_step, "at": at_step, "pgd_eval": pgd_eval}
+
+    variants = {}
+    for prec in args.precisions.split(","):
+        variants[prec] = make(prec, "cl")
+        variants[f"{prec}_nchw"] = make(prec, "nchw")
+    shared = {"reference": lambda: reference_train_step(ref_model, ref_opt, x_nchw, y, steps=k)}
     if theirs is not None:
-        shared["torchattacks_eval"] = lambda: (model.eval(), theirs(x, y))
-    precisions = args.precisions.split(",")
-    for p in precisions:                      # warm-up (allocator, oneDNN kernel choice)
-        for fn in fns.values():
-            fn(p)
-    for fn in shared.values():
+        shared["torchattacks_eval"] = lambda: (ref_model.eval(), theirs(x_nchw, y))
+    calls = [((v, n), fn) for v, fns in variants.items() for n, fn in fns.items()]
+    calls += [(n, fn) for n, fn in shared.items()]
+    for _, fn in calls:                       # warm-up (allocator, oneDNN kernel choice)
         fn()
-    times = {(p, n): [] for p in precisions for n in fns}
-    times.update({n: [] for n in shared})
+    times = {key: [] for key, _ in calls}
     for _ in range(args.reps):
-        for p in precisions:
-            for n, fn in fns.items():
-                times[(p, n)].append(_timed(lambda: fn(p)))
-        for n, fn in shared.items():
-            times[n].append(_timed(fn))
+        for key, fn in calls:
+            times[key].append(_timed(fn))
     med = {key: statistics.median(v) for key, v in times.items()}
     out = {}
-    for p in precisions:
-        m = {n: med[(p, n)] for n in fns}
+    for v in variants:
+        m = {n: med[(v, n)] for n in ("train", "attack", "at", "pgd_eval")}
         r = {"train_step_ms": m["train"], "attack_step_ms": m["attack"], "at_step_ms": m["at"],
              "at_bound_ratio": (k * m["attack"] + m["train"]) / m["at"],
              "reference_step_ms": med["reference"], "vs_reference": med["reference"] / m["at"],
@@ -128,7 +139,7 @@ def bench_model(spec: str, args) -> dict:
         if theirs is not None:
             r["torchattacks_eval_ms"] = med["torchattacks_eval"]
             r["vs_torchattacks"] = med["torchattacks_eval"] / m["pgd_eval"]
-        out[p] = {key: round(v, 3) for key, v in r.items()}
+        out[v] = {key: round(val, 3) for key, val in r.items()}
     return out
 
 
@@ -179,7 +190,7 @@ def main() -> int:
     """Parse arguments, run the sections, print JSON (or a summary)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
-    ap.add_argument("--models", default="preact_resnet18:1,preact_resnet18:0.25,basicnet",
+    ap.add_argument("--models", default="preact_resnet18:0.25,basicnet",
                     help="comma list of name[:width]; the first is reported at the top level")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=10, help="K, PGD steps (recipes: 10)")
@@ -195,9 +206,9 @@ def main() -> int:
     top = first[args.precisions.split(",")[0]]
     out.update({k: top[k] for k in ("train_step_ms", "attack_step_ms", "at_step_ms",
                                     "at_bound_ratio")})
-    out["vs_reference"] = {p: first[p]["vs_reference"] for p in first}
+    out["vs_reference"] = {v: first[v]["vs_reference"] for v in first}
     if "vs_torchattacks" in top:
-        out["vs_torchattacks"] = {p: first[p]["vs_torchattacks"] for p in first}
+        out["vs_torchattacks"] = {v: first[v]["vs_torchattacks"] for v in first}
     if not args.no_launch:
         with tempfile.TemporaryDirectory() as tmp:
             c = collectives_per_step(Path(tmp))
