@@ -39,11 +39,15 @@ def launch(config: str, script: str, *args, timeout: int = 600):
     return proc
 
 
-@pytest.mark.parametrize("config,engine", [("ddp", "DistributedDataParallel"),
-                                           ("deepspeed_zero2", "DeepSpeedEngine")])
-def test_attack_issues_no_collectives_and_step_count_is_independent_of_k(tmp_path, config, engine):
+@pytest.mark.parametrize("config,engine,compiled", [
+    ("ddp", "DistributedDataParallel", False), ("ddp", "DistributedDataParallel", True),
+    ("deepspeed_zero2", "DeepSpeedEngine", False)])
+def test_attack_issues_no_collectives_and_step_count_is_independent_of_k(tmp_path, config, engine,
+                                                                          compiled):
     out = tmp_path / "counts.json"
-    launch(config, "tools/probe_collectives.py", "--out", str(out), "--k", "1,5", "recipe=demo")
+    launch(config, "tools/probe_collectives.py", "--out", str(out), "--k", "1,5", "recipe=demo",
+           f"runtime.compile={str(compiled).lower()}",
+           f"runtime.compile_cache_dir={tmp_path / 'inductor'}")
     c = json.loads(out.read_text())
     assert c["world_size"] == 2 and c["engine"] == engine
     assert c["1"]["attack"] == 0 and c["5"]["attack"] == 0       # K attack steps: no traffic
