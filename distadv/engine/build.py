@@ -12,7 +12,7 @@ from ..data import Splits, build_splits
 from ..models import create_model
 from .loaders import make_loaders, per_rank
 from .optim import build_optimizer, build_scheduler
-from .setup import prepare, uses_deepspeed
+from .setup import channels_last, prepare, uses_deepspeed
 from .zero_state import load_partition
 
 
@@ -57,12 +57,14 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
             optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     raw_model = model
+    nhwc = channels_last(accelerator, cfg)
     model, optimizer, attack_model = prepare(accelerator, model, optimizer, cfg,
-                                             per_rank(cfg.data.batch_size, world, "data.batch_size"))
+                                             per_rank(cfg.data.batch_size, world, "data.batch_size"),
+                                             nhwc)
     if state is not None and accelerator.scaler is not None and state.get("scaler"):
         accelerator.scaler.load_state_dict(state["scaler"])
     if state is not None and uses_deepspeed(accelerator):
         load_partition(optimizer, ckpt_dir, state["epoch"], rank, world)
-    fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+    fmt = torch.channels_last if nhwc else torch.contiguous_format
     return RunParts(splits, model, raw_model, attack_model, optimizer, scheduler, train_dl,
                     val_dl, test_dl, steps, fmt)

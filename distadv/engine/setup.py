@@ -53,7 +53,18 @@ def _configure_deepspeed(accelerator: Accelerator, cfg, per_rank_batch: int) -> 
         ds.setdefault("data_types", {})["buffer_dtype"] = "bf16"
 
 
-def prepare(accelerator: Accelerator, model: nn.Module, optimizer, cfg, per_rank_batch: int):
+def channels_last(accelerator: Accelerator, cfg) -> bool:
+    """Whether the run uses the channels_last layout: ``runtime.channels_last``, except under
+    DeepSpeed, whose ZeRO flattening needs contiguous parameters (it fails on NHWC weights)."""
+    if cfg.runtime.channels_last and uses_deepspeed(accelerator):
+        if accelerator.is_main_process:
+            print("distadv: DeepSpeed needs contiguous weights; using NCHW instead of channels_last")
+        return False
+    return bool(cfg.runtime.channels_last)
+
+
+def prepare(accelerator: Accelerator, model: nn.Module, optimizer, cfg, per_rank_batch: int,
+            nhwc: bool = False):
     """Apply SyncBN / channels_last / compile, then wrap for the launch (DDP or DeepSpeed).
 
     Returns (model, optimizer, attack_model). ``attack_model`` is the unwrapped module (the
@@ -66,7 +77,7 @@ def prepare(accelerator: Accelerator, model: nn.Module, optimizer, cfg, per_rank
             raise ConfigError("runtime.sync_bn=true needs GPUs (torch's SyncBatchNorm refuses CPU "
                               "modules); set runtime.sync_bn=false")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if rt.channels_last:
+    if nhwc:  # decided once by ``channels_last``
         model = model.to(memory_format=torch.channels_last)
     if rt.compile:
         if rt.compile_cache_dir:
