@@ -23,13 +23,17 @@ def _run(run_dir, *overrides):
     return fit(load_config(["recipe=demo", f"run_dir={run_dir}", *QUIET, *overrides]))
 
 
-def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, precision):
     short = ["optim.epochs=4", "optim.milestones=[3]", "runtime.max_steps_per_epoch=6",
-             "early_stop.patience=0"]
+             "early_stop.patience=0", f"runtime.precision={precision}"]
     full = _run(tmp_path / "full", *short)
     first = _run(tmp_path / "cut", *short, "runtime.max_epochs_per_session=2")
     assert first == {"finished": False}
-    assert load_state(tmp_path / "cut/checkpoints/latest")["epoch"] == 2
+    cut = load_state(tmp_path / "cut/checkpoints/latest")
+    assert cut["epoch"] == 2
+    # Accelerate uses a GradScaler for fp16 on GPUs only; where it exists, its state is saved.
+    assert (cut["scaler"] is not None) == (precision == "fp16" and torch.cuda.is_available())
     resumed = _run(tmp_path / "cut", *short)
     a = load_state(tmp_path / "full/checkpoints/latest")
     b = load_state(tmp_path / "cut/checkpoints/latest")

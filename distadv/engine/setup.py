@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
@@ -32,6 +33,10 @@ def make_accelerator(cfg) -> Accelerator:
         # DeepSpeed off-GPU needs gloo named; only then, because a non-default backend makes
         # Accelerate initialise a process group even for a single process.
         pg["backend"] = "gloo"
+    # Accelerate keeps one global state per process and refuses a second precision; a new run
+    # in the same process (tests, notebooks, sweeps) starts from a clean one. The process group
+    # (PartialState) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=_PRECISION[cfg.runtime.precision],
                        kwargs_handlers=[InitProcessGroupKwargs(**pg)])
 
