@@ -112,8 +112,13 @@ def _bn_ranks_worker():
     from distadv.engine.setup import broadcast_buffers
     from distadv.strategies import build_strategy
 
+    from accelerate.state import AcceleratorState
+
     cfg = load_config(["recipe=resnet20_mat", "data.synthetic=true", "data.synthetic_size=16",
                        "data.val_size=4", "data.batch_size=8", "log.progress=never"])
+    # debug_launcher forks: a 1-process state left by an earlier in-process run of this pytest
+    # worker would be inherited; start from a clean one.
+    AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
     r = build_run(cfg, accelerator)
