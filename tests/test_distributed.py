@@ -201,3 +201,12 @@ def test_hung_peer_fails_after_the_process_group_timeout():
     assert report["world"] == 2 and 2.5 < report["elapsed"] < 10
     assert "did not answer within runtime.timeout_s=3 s" in report["message"]
     assert wall < 28  # rank 1 was still asleep: the launcher ended it after rank 0 failed
+
+
+def test_deepspeed_run_cannot_be_resumed_without_deepspeed(tmp_path, capsys):
+    from distadv.train import main
+    common = ["recipe=demo", "optim.epochs=2", "runtime.max_steps_per_epoch=2",
+              "log.progress=never", f"run_dir={tmp_path / 'r'}"]
+    launch("deepspeed_zero1", "distadv/train.py", *common, "runtime.max_epochs_per_session=1")
+    assert main(common) == 2  # plain single process: momentum would silently restart
+    assert "saved under DeepSpeed" in capsys.readouterr().err

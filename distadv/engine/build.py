@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..data import Splits, build_splits
+from ..errors import RunDirError
 from ..models import create_model
 from .loaders import make_loaders, per_rank
 from .optim import build_optimizer, build_scheduler
@@ -55,6 +56,10 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
         model.load_state_dict(state["model"])
         if state.get("optimizer") is not None:  # under DeepSpeed: per-rank partitions instead
             optimizer.load_state_dict(state["optimizer"])
+        elif not uses_deepspeed(accelerator):
+            raise RunDirError("this run was saved under DeepSpeed (its optimizer state is in "
+                              "per-rank partitions); resume it with the same DeepSpeed launch "
+                              "config and number of processes")
         scheduler.load_state_dict(state["scheduler"])
     raw_model = model
     nhwc = channels_last(accelerator, cfg)

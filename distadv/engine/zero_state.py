@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import RunDirError
 from . import checkpoint as ck
 
 
@@ -40,8 +41,8 @@ def load_partition(optimizer, ckpt_dir: Path, epoch: int, rank: int, world: int)
 
     path = partition_path(ckpt_dir, epoch, rank)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: this run was saved without DeepSpeed or with "
-                                "another number of processes; resume it the way it was launched")
+        raise RunDirError(f"{path} is missing: this run was saved without DeepSpeed or with "
+                          "another number of processes; resume it the way it was launched")
     sd = ck.load_state(path)
     sd["loss_scaler"] = LossScaler(sd["loss_scaler"]["cur_scale"])
     sd["zero_stage"] = ZeroStageEnum(sd["zero_stage"])
