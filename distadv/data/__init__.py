@@ -25,7 +25,7 @@ def _digits(cfg):
 
 def _cifar(name):
     def build(cfg):
-        train, test = load_cifar(name, cfg.root, cfg.download)
+        train, test = load_cifar(name, cfg.root, cfg.download, cfg.verify_checksums)
         c, ch, s = SHAPES[name]
         return train, test, DataInfo(c, ch, s, CIFAR_MEAN[name], CIFAR_STD[name])
     return build

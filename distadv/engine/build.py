@@ -47,7 +47,8 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
     model = create_model(cfg.model.name, info.num_classes, info.in_channels, info.mean, info.std,
                          cfg.model.input_noise, info.image_size, **kw)
     world, rank = accelerator.num_processes, accelerator.process_index
-    train_dl, val_dl, test_dl = make_loaders(splits, cfg.data, world, rank, cfg.seed)
+    train_dl, val_dl, test_dl = make_loaders(splits, cfg.data, world, rank, cfg.seed,
+                                             accelerator.device)
     steps = len(train_dl) if cfg.runtime.max_steps_per_epoch is None else min(
         len(train_dl), cfg.runtime.max_steps_per_epoch)
     optimizer = build_optimizer(model, cfg.optim)

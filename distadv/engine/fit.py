@@ -83,10 +83,10 @@ def fit(cfg) -> Dict:
             break
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
         strategy = build_strategy(cfg, info.num_classes, epoch)
-        train_dl.sampler.set_epoch(epoch)
+        train_dl.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         tr = train_epoch(model, attack_model, strategy, optimizer, scheduler, train_dl,
-                         accelerator, cfg.data.augment, cfg.optim.grad_clip, r.steps_per_epoch,
+                         accelerator, cfg.optim.grad_clip, r.steps_per_epoch,
                          progress, f"epoch {epoch + 1}/{cfg.optim.epochs}", r.memory_format)
         broadcast_buffers(attack_model)                # every shard scored with rank 0's BN stats
         val, images = evaluate(attack_model, r.val_dl, val_attacks, accelerator, info.num_classes,

@@ -7,7 +7,6 @@ from typing import Dict, Optional
 import torch
 from tqdm import tqdm
 
-from ..data import random_crop_flip
 from ..strategies import StepOutput
 
 
@@ -26,11 +25,11 @@ def train_step(model, attack_model, strategy, optimizer, scheduler, x, y, accele
 
 
 def train_epoch(model, attack_model, strategy, optimizer, scheduler, loader, accelerator,
-                augment: bool, grad_clip: float, max_steps: Optional[int] = None,
+                grad_clip: float, max_steps: Optional[int] = None,
                 progress: bool = False, desc: str = "",
                 memory_format=torch.contiguous_format) -> Dict[str, float]:
     """Run one epoch; returns global train metrics (loss, accuracy on the training inputs,
-    images/s, share of adversarial batches)."""
+    images/s, share of adversarial batches). ``loader`` yields device batches, augmented."""
     model.train()
     device = accelerator.device
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, correct, n, adv batches
@@ -40,10 +39,7 @@ def train_epoch(model, attack_model, strategy, optimizer, scheduler, loader, acc
     for step, (x, y, _) in enumerate(loader):
         if step >= total:
             break
-        x = x.to(device, non_blocking=True, memory_format=memory_format)
-        y = y.to(device, non_blocking=True)
-        if augment:
-            x = random_crop_flip(x)
+        x = x.contiguous(memory_format=memory_format)  # loaders yield augmented device batches
         out = train_step(model, attack_model, strategy, optimizer, scheduler, x, y, accelerator,
                          grad_clip)
         with torch.no_grad():

@@ -1,0 +1,133 @@
+"""Loaders: the torch and device loaders yield the same samples, shards match
+DistributedSampler, augmentation is an exact padded crop; CIFAR from a tiny archive written
+here in torchvision's real format (pickled batches + meta)."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DistributedSampler
+
+from distadv.compose import load_config
+from distadv.data import IndexedImages
+from distadv.data.cifar import load_cifar
+from distadv.data.device import DeviceLoader, sampler_indices
+from distadv.engine.fit import fit
+from distadv.engine.loaders import TorchLoader
+from distadv.errors import DataError
+
+PER_BATCH = 13  # examples per tiny batch file: 5 x 13 = 65 training images, 13 test images
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    """A CIFAR-10 archive in the real layout (cifar-10-batches-py, latin1 pickles), tiny."""
+    root = tmp_path_factory.mktemp("cifar")
+    base = root / "cifar-10-batches-py"
+    base.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        entry = {"batch_label": name, "data": rng.integers(0, 256, (PER_BATCH, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, PER_BATCH).tolist(),
+                 "filenames": [f"{name}_{i}.png" for i in range(PER_BATCH)]}
+        with open(base / name, "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    with open(base / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_vis": 3072}, f)
+    return root
+
+
+def test_tiny_archive_loads_through_torchvision(cifar_root):
+    train, test = load_cifar("cifar10", str(cifar_root), download=False, verify=False)
+    assert train.images.shape == (5 * PER_BATCH, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert len(test) == PER_BATCH
+    with open(cifar_root / "cifar-10-batches-py/data_batch_1", "rb") as f:
+        raw = pickle.load(f, encoding="latin1")
+    first = torch.from_numpy(raw["data"][0].reshape(3, 32, 32))
+    assert torch.equal(train.images[0], first) and int(train.labels[0]) == raw["labels"][0]
+    with pytest.raises(DataError, match="corrupt or incomplete"):  # md5s checked by default
+        load_cifar("cifar10", str(cifar_root), download=False, verify=True)
+
+
+@pytest.mark.parametrize("n,world,shuffle,drop_last", [
+    (65, 2, True, True), (65, 2, False, False), (13, 3, False, False), (64, 2, True, True),
+    (7, 4, True, False)])
+def test_device_shards_reproduce_distributed_sampler(n, world, shuffle, drop_last):
+    ds = list(range(n))
+    for epoch in (0, 3):
+        for rank in range(world):
+            ref = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=shuffle, seed=5,
+                                     drop_last=drop_last)
+            ref.set_epoch(epoch)
+            ours = sampler_indices(n, world, rank, shuffle, 5, epoch, drop_last)
+            assert ours.tolist() == list(iter(ref))
+
+
+def _both(ds, world, rank, train):
+    kw = dict(world=world, rank=rank, seed=3, device="cpu")
+    dev = DeviceLoader(ds, 8, shuffle=train, drop_last=train, augment=False, **kw)
+    tor = TorchLoader(ds, 8, train=train, augment=False, num_workers=0, **kw)
+    return dev, tor
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_torch_and_device_loaders_yield_identical_batches(cifar_root, train):
+    ds, _ = load_cifar("cifar10", str(cifar_root), download=False, verify=False)
+    seen = []
+    for rank in range(2):
+        dev, tor = _both(ds, 2, rank, train)
+        for epoch in (0, 1):
+            dev.set_epoch(epoch)
+            tor.set_epoch(epoch)
+            assert len(dev) == len(tor)
+            for (xd, yd, id_), (xt, yt, it) in zip(dev, tor):
+                assert torch.equal(xd, xt) and torch.equal(yd, yt) and torch.equal(id_, it)
+                if epoch == 0:
+                    seen.append(id_)
+    idx = torch.cat(seen)
+    if train:   # disjoint shards; only the incomplete last batches are dropped
+        assert len(set(idx.tolist())) == len(idx)
+    else:       # every example at least once; extra ones are the sampler's padding
+        assert set(idx.tolist()) == set(range(len(ds))) and len(idx) - len(ds) < 2
+
+
+def test_device_loader_order_moves_on_with_the_epoch(cifar_root):
+    ds, _ = load_cifar("cifar10", str(cifar_root), download=False, verify=False)
+    dev, _ = _both(ds, 1, 0, True)
+    orders = []
+    for epoch in (0, 1, 0):
+        dev.set_epoch(epoch)
+        orders.append(torch.cat([i for _, _, i in dev]).tolist())
+    assert orders[0] == orders[2] and orders[0] != orders[1]
+
+
+def test_augmented_batches_are_exact_padded_crops(cifar_root):
+    ds, _ = load_cifar("cifar10", str(cifar_root), download=False, verify=False)
+    torch.manual_seed(0)
+    dev = DeviceLoader(ds, 16, 1, 0, True, True, 0, True, "cpu")
+    x, _, idx = next(iter(dev))
+    padded = torch.nn.functional.pad(ds.images[idx].float() / 255, (4, 4, 4, 4))
+    for b in range(len(idx)):
+        assert any(torch.equal(x[b], c) for dy in range(9) for dx in range(9)
+                   for c in (padded[b, :, dy:dy + 32, dx:dx + 32],
+                             padded[b, :, dy:dy + 32, dx:dx + 32].flip(-1))), b
+
+
+@pytest.mark.parametrize("loader", ["device", "torch"])
+def test_cifar_recipe_trains_on_the_tiny_archive(cifar_root, tmp_path, loader):
+    cfg = load_config(["recipe=basic_linf", f"data.root={cifar_root}", "data.verify_checksums=false",
+                       f"data.loader={loader}", "data.val_size=13", "data.batch_size=16",
+                       "data.eval_batch_size=16", "optim.epochs=1", "log.progress=never",
+                       f"run_dir={tmp_path / 'run'}"])
+    results = fit(cfg)
+    assert results["val_examples"] == 13 and results["test_examples"] == PER_BATCH
+
+
+def test_uint8_and_float_sets_give_the_same_device_batches():
+    imgs = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
+    a = DeviceLoader(IndexedImages(imgs, torch.arange(10)), 5, 1, 0, False, False, 0, False, "cpu")
+    b = DeviceLoader(IndexedImages(imgs.float() / 255, torch.arange(10)), 5, 1, 0, False, False,
+                     0, False, "cpu")
+    assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b))
