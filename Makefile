@@ -1,33 +1,47 @@
 # Two entry points, each doing all the set-up on a fresh Debian machine with Python 3.11:
 #   make demo   short adversarial training run on CPU, 2 processes, through accelerate launch
-#   make test   the test suite
+#   make test   the test suite (installs the dev, deepspeed and ffcv extras; FFCV needs apt)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.distadv-installed
+BASE   := $(VENV)/.distadv-base
+FULL   := $(VENV)/.distadv-test
 ARGS   ?=
 
-.PHONY: demo test install
+.PHONY: demo test install ffcv-deps
 
-install: $(STAMP)
+install: $(FULL)
 
-$(STAMP): pyproject.toml
+# The core package only: what `make demo` needs (no extras).
+$(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e .
+	touch $(BASE)
+
+# FFCV's build and run time need Debian's OpenCV and libturbojpeg (~690 MB, ~40 s once).
+ffcv-deps:
+	@if dpkg -s libturbojpeg0-dev libopencv-dev pkg-config g++ >/dev/null 2>&1; then \
+	  echo "ffcv system libraries: present"; else \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    libturbojpeg0-dev libopencv-dev pkg-config g++ libgl1; fi
+
+$(FULL): $(BASE) pyproject.toml
+	$(MAKE) ffcv-deps
 	# DS_BUILD_OPS=0: DeepSpeed builds its few CPU ops on first use (g++, ~24 s, cached).
-	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed]'
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed,ffcv]'
 	# torchattacks only for the tests' cross-checks; --no-deps because it pins an old
 	# requests (see README, "Dependencies").
 	$(BIN)/python -m pip install --no-deps 'torchattacks==3.5.1'
-	touch $(STAMP)
+	touch $(FULL)
 
 # ACCELERATE_USE_CPU=1 + --multi_gpu really starts 2 gloo processes on CPU
 # (`--cpu --num_processes 2` silently starts ONE). One thread per process on 2 cores.
-demo: $(STAMP)
+demo: $(BASE)
 	OMP_NUM_THREADS=1 ACCELERATE_USE_CPU=1 $(BIN)/accelerate launch --multi_gpu \
 	  --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
 	  --main_process_port 0 distadv/train.py recipe=demo $(ARGS)
 
-test: $(STAMP)
+test: $(FULL)
 	# one thread per xdist worker: 2 workers on 2 cores, no oversubscription
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2 --durations=15 $(ARGS)

@@ -32,7 +32,7 @@ class DataConfig:
     batch_size: int = 64        # GLOBAL training batch, split evenly across processes
     eval_batch_size: int = 256  # global evaluation batch
     augment: bool = False       # random crop (pad 4) + horizontal flip on training batches
-    loader: str = "torch"       # torch (DataLoader) | device (whole split resident on device)
+    loader: str = "torch"       # torch (DataLoader) | device (split resident on device) | ffcv
     verify_checksums: bool = True  # CIFAR: check torchvision's md5s (tests' tiny archives: false)
     num_workers: int = 0
     synthetic: bool = False     # random data of the data set's shape (smoke tests, no files)

@@ -47,7 +47,7 @@ def validate(cfg: DictConfig) -> None:
     _one_of("data.name", d.name, DATASETS.names())
     _check(d.val_size >= 1, f"data.val_size must be >= 1, got {d.val_size}")
     _check(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be >= 1")
-    _one_of("data.loader", d.loader, ["torch", "device"])
+    _one_of("data.loader", d.loader, ["torch", "device", "ffcv"])
     _one_of("model.name", m.name, MODELS.names())
     _check(m.width is None or "width" in builder_params(m.name),
            f"model.width is only for preact_resnet18, not '{m.name}'; remove model.width")

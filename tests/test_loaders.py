@@ -4,6 +4,7 @@ here in torchvision's real format (pickled batches + meta)."""
 from __future__ import annotations
 
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -131,3 +132,71 @@ def test_uint8_and_float_sets_give_the_same_device_batches():
     b = DeviceLoader(IndexedImages(imgs.float() / 255, torch.arange(10)), 5, 1, 0, False, False,
                      0, False, "cpu")
     assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def betons(cifar_root):
+    pytest.importorskip("ffcv", reason="make ffcv-deps && pip install -e '.[ffcv]'")
+    from distadv.data import build_splits
+    from distadv.data.ffcv import write_betons
+    cfg = load_config(["recipe=basic_linf", f"data.root={cifar_root}",
+                       "data.verify_checksums=false", "data.val_size=13"])
+    splits = build_splits(cfg.data)
+    return cfg, splits, write_betons(splits, cfg.data)
+
+
+def _by_index(loader):
+    return {int(i): (x, int(y)) for xb, yb, ib in loader for x, y, i in zip(xb, yb, ib)}
+
+
+@pytest.mark.parametrize("split,train", [("train", True), ("val", False), ("test", False)])
+def test_three_loaders_yield_pixel_identical_examples(betons, split, train):
+    from distadv.data.ffcv import FFCVLoader
+    cfg, splits, paths = betons
+    ds = getattr(splits, split)
+    kw = dict(world=1, rank=0, seed=3, device="cpu")
+    loaders = {
+        "device": DeviceLoader(ds, 8, shuffle=train, drop_last=train, augment=False, **kw),
+        "torch": TorchLoader(ds, 8, train=train, augment=False, num_workers=0, **kw),
+        "ffcv": FFCVLoader(paths[split], 8, train=train, augment=False, num_workers=1, **kw)}
+    seen = {name: _by_index(ld) for name, ld in loaders.items()}
+    if not train:   # evaluation drops nothing
+        assert all(set(s) == set(range(len(ds))) for s in seen.values())
+    common = set.intersection(*(set(s) for s in seen.values()))
+    assert len(common) >= len(ds) - 8
+    for i in common:
+        ref_x, ref_y = seen["device"][i]
+        assert torch.equal(ref_x, ds.images[i].float() / 255) and ref_y == int(ds.labels[i])
+        for name in ("torch", "ffcv"):
+            assert torch.equal(seen[name][i][0], ref_x) and seen[name][i][1] == ref_y, (name, i)
+
+
+def test_ffcv_augmentation_is_an_exact_padded_crop(betons):
+    from distadv.data.ffcv import FFCVLoader
+    _, splits, paths = betons
+    loader = FFCVLoader(paths["train"], 16, 1, 0, True, 0, True, "cpu", 1)
+    x, _, idx = next(iter(loader))
+    padded = torch.nn.functional.pad(splits.train.images[idx].float() / 255, (4, 4, 4, 4))
+    for b in range(len(idx)):
+        assert any(torch.equal(x[b], c) for dy in range(9) for dx in range(9)
+                   for c in (padded[b, :, dy:dy + 32, dx:dx + 32],
+                             padded[b, :, dy:dy + 32, dx:dx + 32].flip(-1))), b
+
+
+def test_ffcv_loader_resumes_at_the_next_epoch_order(betons):
+    from distadv.data.ffcv import FFCVLoader
+    _, _, paths = betons
+    orders = []
+    for epoch in (0, 1, 1):
+        loader = FFCVLoader(paths["train"], 8, 1, 0, True, 0, False, "cpu", 1)
+        loader.set_epoch(epoch)
+        orders.append(torch.cat([i for _, _, i in loader]).tolist())
+    assert orders[1] == orders[2] and orders[0] != orders[1]
+
+
+def test_missing_ffcv_is_a_clear_message(monkeypatch, tmp_path):
+    from distadv.data import ffcv as ffcv_mod
+    from distadv.errors import ConfigError
+    monkeypatch.setitem(sys.modules, "ffcv", None)   # as if not installed
+    with pytest.raises(ConfigError, match=r"make ffcv-deps.*pip install -e '\.\[ffcv\]'"):
+        ffcv_mod.FFCVLoader(tmp_path / "x.beton", 8, 1, 0, True, 0, False, "cpu", 1)

@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data import random_crop_flip
 from ..data.device import DeviceLoader
+from ..data.ffcv import FFCVLoader, beton_path
 from ..errors import ConfigError
 
 
@@ -56,6 +57,10 @@ def make_loaders(splits, cfg, world: int, rank: int, seed: int, device):
         aug = train and cfg.augment
         if cfg.loader == "device":
             return DeviceLoader(ds, batch, world, rank, train, train, seed, aug, device)
+        if cfg.loader == "ffcv":
+            split = "train" if train else ("val" if ds is splits.val else "test")
+            return FFCVLoader(beton_path(cfg, split), batch, world, rank, train, seed, aug,
+                              device, cfg.num_workers)
         return TorchLoader(ds, batch, world, rank, train, seed, aug, device, cfg.num_workers)
 
     b = per_rank(cfg.batch_size, world, "data.batch_size")

@@ -1,0 +1,120 @@
+"""FFCV .beton files: writing the train/val/test splits, and a loader over them.
+
+Install: the system libraries first (`make ffcv-deps`: libturbojpeg, OpenCV), then
+`pip install -e '.[ffcv]'`. Facts that shape this file (../shared/notes/ffcv.md): images are
+stored raw (pixel-exact round trip) and leave the pipeline as uint8 (normalisation is the
+model's first layer); ``Loader`` drops the last batch unless told not to, so evaluation passes
+``drop_last=False``; ``distributed=True`` pads ranks with duplicates, which evaluation removes
+by index; there is no set_epoch, so resuming sets ``next_epoch``; more workers than cores is a
+numba error, so workers are capped at cores per rank.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, DataError
+
+_INSTALL = ("the ffcv loader needs FFCV and its system libraries: run `make ffcv-deps` "
+            "(apt: libturbojpeg0-dev libopencv-dev pkg-config g++) and then "
+            "`pip install -e '.[ffcv]'`; or use data.loader=device")
+
+
+def _ffcv():
+    try:
+        import ffcv  # noqa: F401
+        from ffcv import fields, loader, transforms, writer  # noqa: F401
+        from ffcv.fields import decoders  # noqa: F401
+    except Exception as exc:  # ImportError, or OSError when the C libraries are missing
+        raise ConfigError(f"{_INSTALL} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    import ffcv.fields.decoders
+    import ffcv.loader
+    import ffcv.transforms
+    import ffcv.writer
+    return ffcv
+
+
+def beton_path(cfg, split: str) -> Path:
+    """Where the .beton of ``split`` lives; the name carries the validation split's settings,
+    so a file written for another split can never be read by mistake."""
+    return (Path(cfg.root) / "ffcv" /
+            f"{cfg.name}-val{cfg.val_size}-seed{cfg.split_seed}-{split}.beton")
+
+
+class _AsArrays:
+    """Indexable view handing FFCV (HWC uint8 image, label, index) tuples."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        img = self.ds.images[i]
+        img = img if img.dtype == torch.uint8 else (img * 255).round().to(torch.uint8)
+        return img.permute(1, 2, 0).contiguous().numpy(), int(self.ds.labels[i]), int(i)
+
+
+def write_betons(splits, cfg, num_workers: int = 1) -> dict:
+    """Write train/val/test .beton files of ``splits`` (raw RGB, label, index fields)."""
+    ffcv = _ffcv()
+    out = {}
+    for split in ("train", "val", "test"):
+        ds = getattr(splits, split)
+        if ds.images.shape[1] != 3:
+            raise ConfigError(f"FFCV stores RGB images; data set '{cfg.name}' has "
+                              f"{ds.images.shape[1]} channel(s)")
+        path = beton_path(cfg, split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        w = ffcv.writer.DatasetWriter(str(tmp), {
+            "image": ffcv.fields.RGBImageField(write_mode="raw"),
+            "label": ffcv.fields.IntField(), "index": ffcv.fields.IntField()},
+            num_workers=num_workers)
+        w.from_indexed_dataset(_AsArrays(ds))
+        os.replace(tmp, path)
+        out[split] = path
+    return out
+
+
+class FFCVLoader:
+    """Batches ``(x, y, index)`` of one rank from a .beton, on ``device``, x in [0, 1]."""
+
+    def __init__(self, path: Path, batch: int, world: int, rank: int, train: bool, seed: int,
+                 augment: bool, device, num_workers: int):
+        ffcv = _ffcv()
+        if not Path(path).is_file():
+            raise DataError(f"{path} not found; write it with `python tools/make_beton.py "
+                            f"recipe=... data.root=...` (same data.val_size and data.split_seed)")
+        t, d = ffcv.transforms, ffcv.fields.decoders
+        image = [d.SimpleRGBImageDecoder()]
+        if augment:
+            image += [t.RandomHorizontalFlip(), t.RandomTranslate(padding=4)]
+        image += [t.ToTensor(), t.ToDevice(torch.device(device), non_blocking=True),
+                  t.ToTorchImage()]
+        as_long = lambda: [d.IntDecoder(), t.ToTensor(), t.Squeeze(),  # noqa: E731
+                           t.ToDevice(torch.device(device), non_blocking=True)]
+        cores = max(1, (os.cpu_count() or 1) // world)
+        order = ffcv.loader.OrderOption
+        self.loader = ffcv.loader.Loader(
+            str(path), batch_size=batch, num_workers=max(1, min(num_workers or 1, cores)),
+            order=order.RANDOM if train else order.SEQUENTIAL, drop_last=train,
+            distributed=world > 1, seed=seed,
+            pipelines={"image": image, "label": as_long(), "index": as_long()})
+
+    def set_epoch(self, epoch: int) -> None:
+        """FFCV has no set_epoch: its epoch counter decides the order (set it on resume)."""
+        self.loader.next_epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for x, y, idx in self.loader:
+            yield x.float().div_(255.0), y.long().view(-1), idx.long().view(-1)
+
+
+__all__ = ["write_betons", "beton_path", "FFCVLoader"]
