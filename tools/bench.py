@@ -12,6 +12,9 @@ NCHW, suffix _nchw), on the same batch and the same K:
       vs_reference = reference / our AT step (goal >= 3x with bf16)
   pgd_eval_ms vs torchattacks_eval_ms: K-step PGD on an eval-mode model;
       vs_torchattacks = torchattacks fp32 / ours (goal >= 1.0 fp32, >= 2 bf16)
+loader_images_per_s: training images/s of the torch, device and ffcv loaders (crop + flip,
+CIFAR-shaped uint8, one process); loader_vs_at = that over the images/s the AT step consumes
+(the first model, bf16; goal >= 20 for the default loader, device).
 Launch sections (2 real gloo processes): collectives_per_step (gradient all-reduces in one
 DDP step, from tools/probe_collectives.py; goal 1) and scaling_2proc (training images/s with
 2 processes over 1, demo recipe, both on this machine's cores).
@@ -186,6 +189,41 @@ def scaling_2proc(tmp: Path, reps: int) -> dict:
             "ratio": round(two / one, 3)}
 
 
+def loader_throughput(tmp: Path, n: int, batch: int, reps: int) -> dict:
+    """Training images/s of each loader over ``n`` CIFAR-shaped uint8 images with crop + flip
+    (one process, CPU), median over ``reps`` epochs after one warm-up epoch."""
+    from distadv.data import synthetic
+    from distadv.data.device import DeviceLoader
+    from distadv.engine.loaders import TorchLoader
+
+    train, _, _ = synthetic("cifar10", n)
+    makers = {"device": lambda: DeviceLoader(train, batch, 1, 0, True, True, 0, True, "cpu"),
+              "torch": lambda: TorchLoader(train, batch, 1, 0, True, 0, True, "cpu", 0)}
+    try:
+        from omegaconf import OmegaConf
+
+        from distadv.config import DataConfig
+        from distadv.data import Splits
+        from distadv.data.ffcv import FFCVLoader, write_betons
+        cfg = OmegaConf.structured(DataConfig(name="cifar10", root=str(tmp), val_size=0))
+        paths = write_betons(Splits(train, train, train, None), cfg)
+        makers["ffcv"] = lambda: FFCVLoader(paths["train"], batch, 1, 0, True, 0, True, "cpu", 2)
+    except Exception as exc:  # FFCV not installed: report the others
+        print(f"bench: ffcv skipped ({type(exc).__name__})", file=sys.stderr)
+    out = {}
+    for name, make in makers.items():
+        loader = make()
+        speeds = []
+        for epoch in range(reps + 1):
+            loader.set_epoch(epoch)
+            t = time.perf_counter()
+            seen = sum(len(y) for _, y, _ in loader)
+            if epoch:
+                speeds.append(seen / (time.perf_counter() - t))
+        out[name] = round(statistics.median(speeds), 1)
+    return out
+
+
 def main() -> int:
     """Parse arguments, run the sections, print JSON (or a summary)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -197,6 +235,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--no-launch", action="store_true", help="skip the multi-process sections")
+    ap.add_argument("--loader-images", type=int, default=10000,
+                    help="images in the loader benchmark (0 = skip it)")
     args = ap.parse_args()
     out = {"batch": args.batch, "steps": args.steps, "reps": args.reps,
            "threads": torch.get_num_threads(), "torch": torch.__version__, "models": {}}
@@ -209,6 +249,15 @@ def main() -> int:
     out["vs_reference"] = {v: first[v]["vs_reference"] for v in first}
     if "vs_torchattacks" in top:
         out["vs_torchattacks"] = {v: first[v]["vs_torchattacks"] for v in first}
+    if args.loader_images:
+        with tempfile.TemporaryDirectory() as tmp:
+            speeds = loader_throughput(Path(tmp), args.loader_images, args.batch, args.reps)
+        out["loader_images_per_s"] = speeds
+        # the rate at which adversarial training consumes images: the first model, bf16 if run
+        at = first.get("bf16", top)["at_step_ms"]
+        consume = args.batch / (at / 1e3)
+        out["at_images_per_s"] = round(consume, 1)
+        out["loader_vs_at"] = {k: round(v / consume, 1) for k, v in speeds.items()}
     if not args.no_launch:
         with tempfile.TemporaryDirectory() as tmp:
             c = collectives_per_step(Path(tmp))
