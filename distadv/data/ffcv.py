@@ -23,16 +23,16 @@ _INSTALL = ("the ffcv loader needs FFCV and its system libraries: run `make ffcv
 
 
 def _ffcv():
+    """The ffcv package with the submodules used here, or a ConfigError saying how to install."""
     try:
-        import ffcv  # noqa: F401
-        from ffcv import fields, loader, transforms, writer  # noqa: F401
-        from ffcv.fields import decoders  # noqa: F401
+        import ffcv
+        import ffcv.fields.decoders  # noqa: F401  (also imports ffcv.fields)
+        import ffcv.loader  # noqa: F401
+        import ffcv.transforms  # noqa: F401
+        import ffcv.writer  # noqa: F401
     except Exception as exc:  # ImportError, or OSError when the C libraries are missing
-        raise ConfigError(f"{_INSTALL} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-    import ffcv.fields.decoders
-    import ffcv.loader
-    import ffcv.transforms
-    import ffcv.writer
+        first = str(exc).splitlines()[0][:120] if str(exc) else ""
+        raise ConfigError(f"{_INSTALL} ({type(exc).__name__}: {first})") from None
     return ffcv
 
 
