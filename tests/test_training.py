@@ -23,10 +23,12 @@ def _run(run_dir, *overrides):
     return fit(load_config(["recipe=demo", f"run_dir={run_dir}", *QUIET, *overrides]))
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
-def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, precision):
+@pytest.mark.parametrize("precision,loader", [("fp32", "torch"), ("bf16", "torch"),
+                                              ("fp16", "torch"), ("fp32", "device")])
+def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, precision, loader):
     short = ["optim.epochs=4", "optim.milestones=[3]", "runtime.max_steps_per_epoch=6",
-             "early_stop.patience=0", f"runtime.precision={precision}"]
+             "early_stop.patience=0", f"runtime.precision={precision}", f"data.loader={loader}",
+             "data.augment=true"]  # crops and flips must replay too
     full = _run(tmp_path / "full", *short)
     first = _run(tmp_path / "cut", *short, "runtime.max_epochs_per_session=2")
     assert first == {"finished": False}
