@@ -36,6 +36,7 @@ def fit(cfg) -> Dict:
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     status, run_dir = inspect(run_dir_of(cfg), cfg)   # read-only on every rank: refuses early
+    accelerator.wait_for_everyone()  # every rank has looked before rank 0 creates anything
     p = paths(run_dir)
     if status == "finished":
         results = json.loads(p["results"].read_text())
