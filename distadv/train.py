@@ -34,7 +34,18 @@ def main(argv=None) -> int:
             raise
         print(f"distadv: error: {message}", file=sys.stderr)
         return 3
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Tear the process group down before the interpreter exits: gloo's threads left running
+    at exit can abort a finished process ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -94,6 +94,8 @@ def main() -> int:
     if int(torch.distributed.get_rank() if torch.distributed.is_initialized() else 0) == 0:
         Path(args.out).write_text(json.dumps(result, indent=2))
         print(json.dumps(result))
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     return 0
 
 
