@@ -86,3 +86,12 @@ def test_eps_warmup_ramps_training_eps_then_holds():
     assert eps == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
     alpha = build_strategy(cfg, 10, 0).attack.alpha
     assert alpha == pytest.approx(0.05 / 4)
+
+
+def test_build_strategy_sets_num_classes_on_nested_strategies():
+    from distadv.compose import load_config
+    from distadv.strategies import build_strategy
+    cfg = load_config(["recipe=wider_wrn"])  # Mix(MAT(Adversarial x 2))
+    s = build_strategy(cfg, 100)
+    nested = [s, *s.children(), *s.inner.children()]
+    assert len(nested) == 5 and all(n.num_classes == 100 for n in nested)

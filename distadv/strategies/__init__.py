@@ -54,7 +54,11 @@ def build_strategy(cfg, num_classes: int, epoch: int = 0) -> Strategy:
     strategy = STRATEGIES.build(cfg.strategy.name, attacks=attacks, cfg=cfg.strategy)
     if cfg.strategy.natural_fraction > 0:
         strategy = Mix(strategy, cfg.strategy.natural_fraction)
-    strategy.num_classes = num_classes
+    todo = [strategy]
+    while todo:  # once, here: the strategies read it on every batch
+        s = todo.pop()
+        s.num_classes = num_classes
+        todo += s.children()
     return strategy
 
 

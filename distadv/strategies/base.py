@@ -28,6 +28,10 @@ class Strategy:
 
     num_classes: int = 10
 
+    def children(self) -> list:
+        """Strategies this one delegates to (``build_strategy`` sets num_classes on all)."""
+        return []
+
     def __call__(self, model: nn.Module, attack_model: nn.Module, x: torch.Tensor,
                  y: torch.Tensor) -> StepOutput:
         raise NotImplementedError

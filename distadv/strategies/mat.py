@@ -19,10 +19,12 @@ class MAT(Strategy):
         self.attacks, self.mode = list(attacks), mode
         self._single = [Adversarial(a) for a in self.attacks]
 
+    def children(self) -> list:
+        return self._single
+
     def __call__(self, model, attack_model, x, y):
         if self.mode == "rand":
             pick = self._single[int(torch.randint(len(self._single), ()))]
-            pick.num_classes = self.num_classes
             return pick(model, attack_model, x, y)
         best_x, best_loss = None, None
         for attack in self.attacks:

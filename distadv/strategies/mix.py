@@ -18,8 +18,10 @@ class Mix(Strategy):
             raise ValueError(f"natural_fraction must be in [0, 1), got {natural_fraction}")
         self.inner, self.natural, self.fraction = inner, Natural(), natural_fraction
 
+    def children(self) -> list:
+        return [self.inner, self.natural]
+
     def __call__(self, model, attack_model, x, y):
         if float(torch.rand(())) < self.fraction:
             return self.natural(model, attack_model, x, y)
-        self.inner.num_classes = self.num_classes
         return self.inner(model, attack_model, x, y)
