@@ -1,6 +1,7 @@
 # Two entry points, each doing all the set-up on a fresh Debian machine with Python 3.11:
 #   make demo   short adversarial training run on CPU, 2 processes, through accelerate launch
-#   make test   the test suite (installs the dev, deepspeed and ffcv extras; FFCV needs apt)
+#   make test   the test suite (installs the dev, deepspeed, ffcv and slurm extras; FFCV needs
+#               apt) against a real local SLURM that it starts (slurm/local/start.sh, root)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ BASE   := $(VENV)/.distadv-base
 FULL   := $(VENV)/.distadv-test
 ARGS   ?=
 
-.PHONY: demo test install ffcv-deps
+.PHONY: demo test install ffcv-deps slurm-up slurm-down
 
 install: $(FULL)
 
@@ -29,7 +30,7 @@ ffcv-deps:
 $(FULL): $(BASE) pyproject.toml
 	$(MAKE) ffcv-deps
 	# DS_BUILD_OPS=0: DeepSpeed builds its few CPU ops on first use (g++, ~24 s, cached).
-	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed,ffcv]'
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed,ffcv,slurm]'
 	# torchattacks only for the tests' cross-checks; --no-deps because it pins an old
 	# requests (see README, "Dependencies").
 	$(BIN)/python -m pip install --no-deps 'torchattacks==3.5.1'
@@ -42,6 +43,14 @@ demo: $(BASE)
 	  --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
 	  --main_process_port 0 distadv/train.py recipe=demo $(ARGS)
 
-test: $(FULL)
+# A single-node SLURM (munge, slurmctld, slurmd, slurmdbd + MariaDB) for the grid tests;
+# idempotent, ~15 s the first time (apt), ~1 s when it is already up.
+slurm-up:
+	slurm/local/start.sh
+
+slurm-down:
+	slurm/local/stop.sh
+
+test: $(FULL) slurm-up
 	# one thread per xdist worker: 2 workers on 2 cores, no oversubscription
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2 --durations=15 $(ARGS)

@@ -15,3 +15,7 @@ class DataError(UserError):
 
 class RunDirError(UserError):
     """A run directory that cannot be used (another run lives there)."""
+
+
+class GridError(UserError):
+    """A grid file, cluster profile, grid directory or submission that cannot be used."""

@@ -139,6 +139,10 @@ def _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, histor
         "scheduler": scheduler.state_dict(),
         "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
         "epoch": epoch, "early_stop": stopper.state_dict(), "history": history})
+    # A small readable twin of the state (no tensors): `slurm/status.py` and `tools/report.py`
+    # read it without loading the checkpoint. Written after `latest`, so it never runs ahead.
+    ck.write_json(p["progress"], {"epoch": epoch, "metric": metric, "best_epoch": stopper.best_epoch,
+                                  "best": stopper.best, "history": history})
 
 
 def _epoch_line(r: Dict) -> str:

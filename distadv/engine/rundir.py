@@ -4,6 +4,7 @@ runs/<name>/config.yaml                 resolved config (written once, by rank 0
 runs/<name>/checkpoints/latest       full training state, rewritten atomically every epoch
 runs/<name>/checkpoints/best.safetensors best validation-robust weights
 runs/<name>/tb/                         TensorBoard events
+runs/<name>/progress.json               per-epoch history + best so far (for status and reports)
 runs/<name>/results.json                test metrics of the best checkpoint
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ def paths(run_dir: Path) -> Dict[str, Path]:
     ck = run_dir / "checkpoints"
     return {"config": run_dir / "config.yaml", "checkpoints": ck, "latest": ck / "latest",
             "best": ck / "best.safetensors", "tb": run_dir / "tb",
-            "results": run_dir / "results.json"}
+            "results": run_dir / "results.json", "progress": run_dir / "progress.json"}
 
 
 def _experiment(cfg: DictConfig) -> dict:

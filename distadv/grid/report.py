@@ -1,0 +1,97 @@
+"""The results of a grid in the seed's layout: rows = attacks, columns = configurations
+(seeds of one configuration averaged), best of each row in bold, in percent."""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import Dict
+
+from .store import GridDir
+
+ROW_LABELS = {"natural": "Natural examples", "pgd_linf": "L-inf PGD attack",
+              "pgd_l2": "L2 PGD attack", "fgsm": "L-inf FGSM attack"}
+
+
+def collect(gd: GridDir) -> Dict:
+    """Per-element results and progress, plus the configurations in grid order:
+    {'grid', 'x', 'elements': [...], 'configs': [...], 'metrics': [...]}."""
+    manifest = gd.read_manifest()
+    elements = []
+    for e in manifest.get("elements", []):
+        run = gd.run_dir(e["name"])
+        res = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else None
+        prog = json.loads((run / "progress.json").read_text()) if (run / "progress.json").is_file() else None
+        elements.append({**e, "results": res, "progress": prog})
+    configs = list(dict.fromkeys(e["config"] for e in elements))
+    seen = [k for e in elements if e["results"] for k in e["results"]["test"]]
+    metrics = [k for k in ROW_LABELS if k in seen] + [k for k in dict.fromkeys(seen) if k not in ROW_LABELS]
+    return {"grid": manifest.get("grid"), "x": manifest.get("x"), "elements": elements,
+            "configs": configs, "metrics": metrics}
+
+
+def summary(data: Dict) -> Dict[str, Dict[str, Dict]]:
+    """config -> metric -> {'mean', 'std', 'n', 'of'} in percent (std over seeds, 0 if n=1)."""
+    out: Dict[str, Dict[str, Dict]] = {}
+    for c in data["configs"]:
+        members = [e for e in data["elements"] if e["config"] == c]
+        done = [e for e in members if e["results"]]
+        out[c] = {}
+        for m in data["metrics"]:
+            vals = [100 * e["results"]["test"][m] for e in done if m in e["results"]["test"]]
+            out[c][m] = {"mean": statistics.fmean(vals) if vals else None,
+                         "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                         "n": len(vals), "of": len(members)}
+    return out
+
+
+def markdown_table(data: Dict) -> str:
+    """The seed's table: the best mean of each row in bold; mean ± std when seeds > 1."""
+    s = summary(data)
+    head = "| | " + " | ".join(data["configs"]) + " |"
+    lines = [head, "|---" * (len(data["configs"]) + 1) + "|"]
+    for m in data["metrics"]:
+        means = [s[c][m]["mean"] for c in data["configs"] if s[c][m]["mean"] is not None]
+        best = max(means) if means else None
+        cells = []
+        for c in data["configs"]:
+            v = s[c][m]
+            if v["mean"] is None:
+                cells.append("–")
+                continue
+            text = f"{v['mean']:.2f}" + (f" ± {v['std']:.2f}" if v["n"] > 1 else "")
+            cells.append(f"**{text}**" if round(v["mean"], 2) == round(best, 2) else text)
+        lines.append(f"| {ROW_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    missing = [e["name"] for e in data["elements"] if not e["results"]]
+    caption = f"Test accuracies (%) of grid '{data['grid']}'"
+    seeds = max((s[c][m]["n"] for c in s for m in s[c]), default=0)
+    caption += f", mean ± std over {seeds} seeds" if seeds > 1 else ""
+    if missing:
+        caption += f"; {len(missing)} element(s) without results: {', '.join(missing)}"
+    return "\n".join(lines) + f"\n\n{caption}.\n"
+
+
+def write_csv(data: Dict, path: Path) -> None:
+    """One row per configuration and metric: mean, std, seeds with results, seeds in all."""
+    s = summary(data)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["config", "metric", "mean_pct", "std_pct", "n", "of"])
+        for c in data["configs"]:
+            for m in data["metrics"]:
+                v = s[c][m]
+                w.writerow([c, m, "" if v["mean"] is None else f"{v['mean']:.4f}",
+                            f"{v['std']:.4f}", v["n"], v["of"]])
+
+
+def element_csv(data: Dict, path: Path) -> None:
+    """One row per element: its config, seed, best epoch and every test metric (fractions)."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["element", "config", "seed", "best_epoch", "epochs_run", *data["metrics"]])
+        for e in data["elements"]:
+            r = e["results"] or {}
+            w.writerow([e["name"], e["config"], e["seed"], r.get("best_epoch", ""),
+                        r.get("epochs_run", ""), *[r.get("test", {}).get(m, "") for m in data["metrics"]]])
+

@@ -1,0 +1,91 @@
+"""Submit a grid as ONE SLURM job array, idempotently.
+
+Finished elements (results.json) and elements SLURM still runs are skipped; elements that
+ended without results (failed, cancelled, timed out) or were never submitted go into the new
+array. One submission per grid at a time (a lock); every attempt is recorded, refused ones
+with sbatch's message.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+from ..errors import GridError
+from .cluster import as_dict, executor, load_profile
+from .spec import check_elements, expand, grid_dir_default, load_grid
+from .status import ACTIVE, element_rows, outcome, status_table
+from .store import GridDir
+
+
+def submit(grid: str, cluster: str, grid_dir: Optional[str] = None, overrides: Sequence[str] = (),
+           cluster_overrides: Sequence[str] = (), dry_run: bool = False) -> Dict:
+    """Expand, check and submit ``grid`` on ``cluster``; returns {'submitted', 'skipped',
+    'resubmitted', 'array'}. Everything that can be refused is refused before sbatch runs."""
+    spec = load_grid(grid)
+    profile = load_profile(cluster, cluster_overrides)
+    elements = expand(grid, spec, overrides)
+    check_elements(grid, elements)
+    gd = GridDir(Path(grid_dir) if grid_dir else grid_dir_default(grid))
+    with gd.lock():
+        gd.adopt(grid, elements, {"description": spec.description, "x": spec.x})
+        rows = {r["name"]: r for r in element_rows(gd)}
+        todo = [e for e in elements if outcome(rows[e.name]) == "failed"]
+        again = [e.name for e in todo if rows[e.name]["job"]]
+        summary = {"grid_dir": str(gd.path), "submitted": [e.name for e in todo],
+                   "resubmitted": again, "array": None,
+                   "skipped": {n: outcome(r) for n, r in rows.items() if outcome(r) != "failed"}}
+        if again:
+            print("distadv: resubmitting elements that ended without results: "
+                  + ", ".join(f"{n} ({rows[n]['state']})" for n in again))
+        if summary["skipped"]:
+            print(f"distadv: skipping {len(summary['skipped'])} element(s): "
+                  + ", ".join(f"{n} ({o})" for n, o in summary["skipped"].items()))
+        if not todo or dry_run:
+            print(f"distadv: {'dry run: would submit' if dry_run else 'nothing to submit;'} "
+                  f"{len(todo)} element(s) of grid '{grid}' in {gd.path}")
+            return summary
+        ex = executor(profile, gd.logs, f"distadv-{grid}")
+        from .element import TrainElement
+        fn = TrainElement()
+        try:
+            with ex.batch():
+                jobs = [ex.submit(fn, list(e.overrides) + [f"run_dir={gd.run_dir(e.name)}"])
+                        for e in todo]
+        except Exception as exc:  # submitit wraps sbatch's refusal; its text is the message
+            message = _sbatch_message(exc)
+            gd.record({"error": message, "elements": summary["submitted"],
+                       "cluster": as_dict(profile)})
+            raise GridError(f"sbatch refused the job array: {message}; nothing was submitted "
+                            f"(the attempt is recorded in {gd.submissions})") from None
+        array = jobs[0].job_id.split("_")[0]
+        gd.record({"array": array, "jobs": {e.name: j.job_id for e, j in zip(todo, jobs)},
+                   "cluster": as_dict(profile)})
+        summary["array"] = array
+        print(f"distadv: submitted grid '{grid}' as job array {array} ({len(todo)} element(s), "
+              f"{profile.nodes}x{profile.tasks_per_node} rank(s) each, at most "
+              f"{profile.array_parallelism} at once) -> {gd.path}")
+    return summary
+
+
+def _sbatch_message(exc: Exception) -> str:
+    """The useful lines of a failed sbatch call (submitit prefixes its own context)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error" in ln.lower() and "sbatch" in ln.lower()]
+    return "; ".join(errors or lines[-2:]) or type(exc).__name__
+
+
+def wait(grid_dir: str, poll_s: float = 5.0, timeout_s: Optional[float] = None) -> bool:
+    """Block until SLURM runs none of the grid's jobs; print the status table; True if every
+    element finished (has results)."""
+    gd = GridDir(Path(grid_dir))
+    start = time.monotonic()
+    while True:
+        rows = element_rows(gd)
+        if not any(r["state"] in ACTIVE for r in rows):
+            break
+        if timeout_s is not None and time.monotonic() - start > timeout_s:
+            raise GridError(f"grid still running after {timeout_s:.0f} s; see slurm/status.py")
+        time.sleep(poll_s)
+    print(status_table(rows))
+    return all(r["finished"] for r in rows)
