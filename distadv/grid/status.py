@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import asdict
 from typing import Dict, Iterable, List
 
 from omegaconf import OmegaConf
@@ -42,13 +43,13 @@ def slurm_states(job_ids: Iterable[str]) -> Dict[str, str]:
     return {j: states.get(j, "UNKNOWN") for j in ids}
 
 
-def element_rows(grid_dir: GridDir) -> List[Dict]:
-    """One dict per element: name, config, job, state, finished, epoch, epochs, metric, best,
-    best_epoch, run_dir."""
+def element_rows(grid_dir: GridDir, elements=None) -> List[Dict]:
+    """One dict per element (the recorded ones, or ``elements``): name, config, job, state,
+    finished, epoch, epochs, metric, best, best_epoch, run_dir."""
     jobs = grid_dir.job_ids()
     states = slurm_states(jobs.values())
     rows = []
-    for e in grid_dir.elements():
+    for e in grid_dir.elements() if elements is None else [asdict(e) for e in elements]:
         run = grid_dir.run_dir(e["name"])
         job = jobs.get(e["name"])
         row = {"name": e["name"], "config": e["config"], "job": job,

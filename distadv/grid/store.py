@@ -61,14 +61,16 @@ class GridDir:
             return {}
         return json.loads(self.manifest.read_text())
 
-    def adopt(self, grid: str, elements: Sequence[Element], info: Dict) -> Dict:
-        """Record a new grid, or check that a re-submission describes the same elements.
-        ``info`` (description, plot axis) is recorded for the report."""
+    def adopt(self, grid: str, elements: Sequence[Element], info: Dict, write: bool = True) -> Dict:
+        """Record a new grid (unless ``write`` is False: dry runs), or check that a
+        re-submission describes the same elements. ``info`` (description, plot axis) is
+        recorded for the report."""
         new = {"grid": grid, **info, "elements": [asdict(e) for e in elements]}
         new = json.loads(json.dumps(new))             # tuples -> lists, as read back
         old = self.read_manifest()
         if not old:
-            write_json(self.manifest, new)
+            if write:
+                write_json(self.manifest, new)
             return new
         if old != new:
             old_e = {e["name"]: e["overrides"] for e in old["elements"]}

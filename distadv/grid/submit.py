@@ -28,8 +28,9 @@ def submit(grid: str, cluster: str, grid_dir: Optional[str] = None, overrides: S
     check_elements(grid, elements)
     gd = GridDir(Path(grid_dir) if grid_dir else grid_dir_default(grid))
     with gd.lock():
-        gd.adopt(grid, elements, {"description": spec.description, "x": spec.x})
-        rows = {r["name"]: r for r in element_rows(gd)}
+        gd.adopt(grid, elements, {"description": spec.description, "x": spec.x},
+                 write=not dry_run)
+        rows = {r["name"]: r for r in element_rows(gd, elements)}
         todo = [e for e in elements if outcome(rows[e.name]) == "failed"]
         again = [e.name for e in todo if rows[e.name]["job"]]
         summary = {"grid_dir": str(gd.path), "submitted": [e.name for e in todo],
