@@ -177,7 +177,7 @@ def _final_test(cfg, accelerator, raw_model, model, test_dl, attacks, info, stop
               "lr": cfg.optim.lr, "epochs": cfg.optim.epochs, "seed": cfg.seed,
               "train_attacks": ",".join(flat["train_attacks"]) or "none"}
         for name, t in flat["train_attacks"].items():
-            hp[f"{name}.eps"] = t["eps"]
+            hp[f"{name}.eps"], hp[f"{name}.alpha"] = t["eps"], t["alpha"]
         tracker.hparams(hp, {f"hparam/test_{k}": v for k, v in results["test"].items()})
         print(results_table(results), flush=True)
     tracker.close()

@@ -11,6 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on cluster login nodes
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
 
 from .report import ROW_LABELS  # noqa: E402
 
@@ -36,7 +38,10 @@ def eps_plot(data: Dict, path: Path) -> Optional[Path]:
             ax.errorbar(xs, [statistics.fmean(by_x[v]) for v in xs],
                         yerr=[statistics.stdev(by_x[v]) if len(by_x[v]) > 1 else 0 for v in xs],
                         marker="o", capsize=3, label=label)
-    ax.set_xlabel(f"training {x}")
+    attack_eps = _attack_eps(data)
+    if attack_eps is not None:
+        ax.axvline(attack_eps, color="grey", ls=":", label=f"PGD L-inf attack eps {attack_eps}")
+    ax.set_xlabel(x)
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{data['grid']}: test accuracy against the training radius")
     ax.grid(alpha=0.3)
@@ -68,6 +73,7 @@ def curves_plot(data: Dict, path: Path) -> Optional[Path]:
         ax.plot([best], [100 * e["progress"]["best"]], "k*", ms=10, label=f"best epoch {best}")
         ax.set_title(e["name"], fontsize=9)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -77,6 +83,17 @@ def curves_plot(data: Dict, path: Path) -> Optional[Path]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _attack_eps(data: Dict) -> Optional[float]:
+    """The evaluation PGD-L-inf radius of the first element that has a config (Fig. 1's
+    fixed attacker), or None."""
+    for e in data["elements"]:
+        cfg = Path(e["run_dir"]) / "config.yaml" if "run_dir" in e else None
+        if cfg is not None and cfg.is_file():
+            attacks = OmegaConf.load(cfg).eval_attacks
+            return float(attacks.pgd_linf.eps) if "pgd_linf" in attacks else None
+    return None
 
 
 def _recipe(e: Dict) -> str:

@@ -23,7 +23,7 @@ def collect(gd: GridDir) -> Dict:
         run = gd.run_dir(e["name"])
         res = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else None
         prog = json.loads((run / "progress.json").read_text()) if (run / "progress.json").is_file() else None
-        elements.append({**e, "results": res, "progress": prog})
+        elements.append({**e, "results": res, "progress": prog, "run_dir": str(run)})
     configs = list(dict.fromkeys(e["config"] for e in elements))
     seen = [k for e in elements if e["results"] for k in e["results"]["test"]]
     metrics = [k for k in ROW_LABELS if k in seen] + [k for k in dict.fromkeys(seen) if k not in ROW_LABELS]
