@@ -292,3 +292,26 @@ def test_every_seed_experiment_has_a_grid():
         0.01, 0.02, 0.03, 0.04, 0.05, 0.06]
     assert all("early_stop.patience=0" in e.overrides
                for e in expand("fig2_overfit", load_grid("fig2_overfit")))
+
+
+@pytest.mark.slow
+def test_time_limit_requeues_and_resumes(slurm, tmp_path):
+    """A 1-minute time limit with USR2 45 s before it: submitit sees a time-out (not a
+    preemption), requeues within max_requeues, and the element still finishes with the
+    results of an uninterrupted run. SLURM checks limits every ~30 s, so this takes minutes."""
+    recipes = recipes_with(tmp_path, {"one": "recipes: [demo]\nseeds: [5]\n"})
+    env = env_with(recipes)
+    slow, plain = tmp_path / "slow", tmp_path / "plain"
+    common = ["grid=one", "cluster=local", "optim.epochs=14"]
+    r = submit(*common, f"grid_dir={slow}", "cluster.time_min=1", "cluster.signal_delay_s=45",
+               "cluster.max_requeues=20", env=env)
+    assert r.returncode == 0, r.stderr
+    r = submit(*common, f"grid_dir={plain}", "wait=true", env=env)
+    assert r.returncode == 0, r.stderr
+    from distadv.grid.submit import wait
+    assert wait(str(slow), poll_s=2, timeout_s=500) is True
+    job = last_jobs(slow)["00-demo-s5"]
+    log = (slow / ".submitit" / f"{job}_0_log.out").read_text()
+    assert "this job is timed-out" in (slow / ".submitit" / f"{job}_0_log.err").read_text() + log
+    assert "REQUEUED" in sacct_states(job) and "(resume, epoch " in log
+    same_run(plain / "00-demo-s5", slow / "00-demo-s5")
