@@ -36,12 +36,35 @@ def recipe_names() -> List[str]:
     return sorted(p.stem for p in (recipes_dir() / "recipe").glob("*.yaml"))
 
 
-def _compose(overrides: Sequence[str]) -> DictConfig:
+def _compose(overrides: Sequence[str], config_name: str = "config") -> DictConfig:
+    from .eval.config import EvalConfig  # late: eval imports the attacks
+
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="eval_schema", node=EvalConfig)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def suite_names() -> List[str]:
+    """Names of the evaluation suites in recipes/suite/."""
+    return sorted(p.stem for p in (recipes_dir() / "suite").glob("*.yaml"))
+
+
+def load_eval_config(overrides: Sequence[str]) -> DictConfig:
+    """Compose ``run=DIR suite=NAME key=value ...`` for distadv/evaluate.py; one-line errors."""
+    overrides = list(overrides)
+    suite = next((o.split("=", 1)[1] for o in overrides if o.startswith("suite=")), "seed")
+    if suite not in suite_names():
+        raise ConfigError(f"unknown suite '{suite}'; valid suites: {', '.join(suite_names())}")
+    if not any(o.startswith("run=") for o in overrides):
+        raise ConfigError("give the run to evaluate: run=runs/<name>")
+    try:
+        return _compose(overrides, "evaluate")
+    except Exception as exc:
+        base = _compose([f"suite={suite}", "run=x"], "evaluate")
+        raise ConfigError(_diagnose(overrides, base) or _first_line(exc)) from None
 
 
 def load_config(overrides: Sequence[str]) -> DictConfig:

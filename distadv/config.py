@@ -18,6 +18,7 @@ class ThreatConfig:
     loss: str = "ce"            # ce | cw
     targeted: bool = False      # targets = (y + 1 + randint(C - 1)) % C, drawn per batch
     bn_mode: str = "eval"       # model mode during the attack: eval (running stats) | train
+    eot_samples: int = 1        # gradients averaged over this many random forwards (EOT)
 
 
 @dataclass

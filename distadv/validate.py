@@ -33,6 +33,7 @@ def validate_threat(key: str, t: DictConfig) -> None:
     _check(t.alpha > 0, f"{key}.alpha must be > 0 (e.g. eps/4), got {t.alpha}")
     _check(t.steps >= 1, f"{key}.steps must be >= 1 (1 = FGSM-like), got {t.steps}")
     _check(t.restarts >= 1, f"{key}.restarts must be >= 1, got {t.restarts}")
+    _check(t.eot_samples >= 1, f"{key}.eot_samples must be >= 1, got {t.eot_samples}")
     _one_of(f"{key}.loss", t.loss, list(LOSSES))
     _one_of(f"{key}.bn_mode", t.bn_mode, ["eval", "train"])
 

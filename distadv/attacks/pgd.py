@@ -32,6 +32,9 @@ class PGD:
         loss: 'ce', 'cw', or a callable ``(logits, y, targeted) -> (B,)`` to maximise.
         targeted: if True, ``y`` holds target labels and the attack moves towards them.
         bn_mode: model mode during the attack ('eval' or 'train'); restored afterwards.
+        eot_samples: Expectation over Transformation (Athalye et al. 2018): each step follows
+            the sum of the gradients of this many forward passes, so a randomised model
+            (input noise, PNI) is attacked in expectation. Costs eot_samples x per step.
 
     Shapes: x (B, C, H, W) float in [0, 1]; y (B,) long (or (B, K) soft labels for custom
     losses). Returns x_adv with x's shape, fp32, detached.
@@ -56,12 +59,15 @@ class PGD:
     loss: Union[str, LossFn] = "ce"
     targeted: bool = False
     bn_mode: str = "eval"
+    eot_samples: int = 1
 
     def __post_init__(self):
         self._norm = get_norm(self.norm)
         self._loss: LossFn = LOSSES[self.loss] if isinstance(self.loss, str) else self.loss
-        if self.eps <= 0 or self.alpha <= 0 or self.steps < 1 or self.restarts < 1:
-            raise ValueError(f"PGD needs eps > 0, alpha > 0, steps >= 1, restarts >= 1; got {self}")
+        if (self.eps <= 0 or self.alpha <= 0 or self.steps < 1 or self.restarts < 1
+                or self.eot_samples < 1):
+            raise ValueError("PGD needs eps > 0, alpha > 0, steps >= 1, restarts >= 1, "
+                             f"eot_samples >= 1; got {self}")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Return adversarial examples for ``x`` (see the class docstring)."""
@@ -95,8 +101,10 @@ class PGD:
         x_adv = torch.clamp(x + delta, 0.0, 1.0)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
-            objective = self._loss(model(x_adv), y, self.targeted).sum()
-            (grad,) = torch.autograd.grad(objective, x_adv)
+            grad = 0
+            for _ in range(self.eot_samples):   # a fresh random forward each time (EOT)
+                objective = self._loss(model(x_adv), y, self.targeted).sum()
+                grad = grad + torch.autograd.grad(objective, x_adv)[0]
             # fp32: grad w.r.t. an fp32 leaf is fp32 even under autocast; cast defensively.
             step = norm.step(grad.detach().float(), self.alpha)
             delta = norm.project(x_adv.detach() + step - x, eps)
@@ -121,4 +129,4 @@ def build_attack(cfg, loss: Optional[Union[str, LossFn]] = None) -> PGD:
     return PGD(norm=cfg.norm, eps=cfg.eps, alpha=cfg.alpha, steps=cfg.steps,
                random_start=cfg.random_start, restarts=cfg.restarts,
                loss=loss if loss is not None else cfg.loss, targeted=cfg.targeted,
-               bn_mode=cfg.bn_mode)
+               bn_mode=cfg.bn_mode, eot_samples=cfg.eot_samples)

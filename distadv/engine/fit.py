@@ -9,12 +9,12 @@ from typing import Dict
 import torch
 from omegaconf import OmegaConf
 
-from ..attacks import build_attack
 from ..data import build_splits
 from ..strategies import build_strategy
 from . import checkpoint as ck
 from .early_stop import EarlyStopper
-from .evaluate import evaluate
+from ..eval.runner import evaluate
+from ..eval.suites import seed_attacks
 from .build import build_run
 from .loop import train_epoch
 from .report import results_table
@@ -63,7 +63,7 @@ def fit(cfg) -> Dict:
     if state is not None:
         stopper.load_state_dict(state["early_stop"])
         start_epoch, history = state["epoch"], list(state["history"])
-    val_attacks = {k: build_attack(t) for k, t in cfg.eval_attacks.items()}
+    val_attacks = seed_attacks(cfg)                  # the `seed` suite's attacks
     tracker = Tracker(p["tb"], main and cfg.log.tensorboard, purge_step=start_epoch or None)
     progress = main and (cfg.log.progress == "always" or
                          (cfg.log.progress == "auto" and sys.stderr.isatty()))

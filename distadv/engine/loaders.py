@@ -51,7 +51,7 @@ def make_loaders(splits, cfg, world: int, rank: int, seed: int, device):
     Train: shuffled by (seed, epoch) via ``set_epoch``, so a resumed epoch replays the same
     order, and the union of the ranks' k-th batches is the k-th batch of a 1-process run with the
     same global batch; the last incomplete batch is dropped. Eval: unshuffled; ranks are padded
-    to equal length with duplicates, which ``engine.evaluate`` removes by example index.
+    to equal length with duplicates, which ``eval.runner`` removes by example index.
     """
     def loader(ds, batch, train):
         aug = train and cfg.augment

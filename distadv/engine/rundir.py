@@ -14,7 +14,7 @@ from typing import Dict, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import RESUMABLE_SECTIONS
+from ..config import RESUMABLE_SECTIONS, RunConfig
 from ..errors import RunDirError
 
 
@@ -32,6 +32,12 @@ def paths(run_dir: Path) -> Dict[str, Path]:
     return {"config": run_dir / "config.yaml", "checkpoints": ck, "latest": ck / "latest",
             "best": ck / "best.safetensors", "tb": run_dir / "tb",
             "results": run_dir / "results.json", "progress": run_dir / "progress.json"}
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """A run's saved config.yaml on top of today's schema: keys added since the run was
+    trained (e.g. a threat's ``eot_samples``) get their defaults instead of failing."""
+    return OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(paths(run_dir)["config"]))
 
 
 def _experiment(cfg: DictConfig) -> dict:
@@ -62,7 +68,7 @@ def inspect(run_dir: Path, cfg: DictConfig) -> Tuple[str, Path]:
     if not p["config"].is_file():
         raise RunDirError(f"{run_dir} exists and is not a distadv run (no config.yaml); "
                           "choose another run_dir= or name=, or remove it")
-    old = OmegaConf.to_container(OmegaConf.load(p["config"]), resolve=True)
+    old = OmegaConf.to_container(load_run_config(run_dir), resolve=True)
     new = _experiment(cfg)
     for k in RESUMABLE_SECTIONS:
         old.pop(k, None)

@@ -1,12 +1,12 @@
 """Evaluation epoch: natural accuracy and accuracy under each attack, counted exactly once."""
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-from ..attacks import PGD, attack_mode
+from ..attacks import attack_mode
 
 
 def _first_occurrence(idx: torch.Tensor) -> torch.Tensor:
@@ -17,7 +17,7 @@ def _first_occurrence(idx: torch.Tensor) -> torch.Tensor:
     return first.scatter_reduce(0, inverse, pos, reduce="amin")
 
 
-def evaluate(model: nn.Module, loader, attacks: Dict[str, PGD], accelerator, num_classes: int,
+def evaluate(model: nn.Module, loader, attacks: Dict[str, Callable], accelerator, num_classes: int,
              max_steps: Optional[int] = None, keep_images: int = 0,
              image_attack: Optional[str] = None,
              memory_format=torch.contiguous_format) -> Tuple[Dict[str, float], Optional[dict]]:
@@ -45,7 +45,7 @@ def evaluate(model: nn.Module, loader, attacks: Dict[str, PGD], accelerator, num
                     cols.append((model(x_adv).argmax(1) == y).long())
                 if images is None and keep_images and name == (image_attack or names[0]):
                     images = {"clean": x[:keep_images].cpu(), "adv": x_adv[:keep_images].cpu(),
-                              "eps": atk.eps, "attack": name}
+                              "eps": getattr(atk, "eps", 0.0), "attack": name}
             rows.append(torch.stack(cols, dim=1))
     local = torch.cat(rows) if rows else torch.zeros(0, 2 + len(names), dtype=torch.long, device=device)
     table = accelerator.gather(local)

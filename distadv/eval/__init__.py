@@ -1,0 +1,2 @@
+"""Evaluation: the sharded runner (also used by training's validation), attack suites
+(seed, autoattack, eot, full), the gradient-masking audit, and resumable result files."""

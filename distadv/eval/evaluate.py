@@ -1,0 +1,74 @@
+"""run_evaluation(ecfg): load the run, resolve the suite, run its attacks (resumable), audit,
+write ``<run>/eval/<suite>.json`` and print the table."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+from omegaconf import OmegaConf
+
+from ..engine.rundir import load_run_config
+from ..engine.setup import make_accelerator
+from .audit import audit_attacks, checks
+from .session import load_run
+from .store import EvalStore, file_sha256
+from .suite_run import is_randomised, run_attacks
+from .suites import SuiteConfig, resolve
+
+
+def run_evaluation(ecfg) -> Dict:
+    """Evaluate ``ecfg.run`` with ``ecfg.suite``; returns the results dict (every rank)."""
+    run_dir = Path(ecfg.run)
+    suite = SuiteConfig(**OmegaConf.to_container(ecfg.suite, resolve=True))
+    run_cfg = load_run_config(run_dir)
+    attacks = resolve(list(suite.attacks), run_cfg, suite, ecfg.seed)   # refuse before loading
+    accelerator = make_accelerator(run_cfg)
+    main = accelerator.is_main_process
+    log = print if main else (lambda *a, **k: None)
+    run_cfg, model, loader, num_classes, ckpt = load_run(ecfg, accelerator)
+    x0 = next(iter(loader))[0].to(accelerator.device)
+    randomised = is_randomised(model, x0)
+    repeats = suite.repeats if randomised else 1
+    fingerprint = {"checkpoint": file_sha256(ckpt), "split": ecfg.split,
+                   "max_examples": ecfg.max_examples, "seed": ecfg.seed,
+                   "suite": OmegaConf.to_container(ecfg.suite, resolve=True)}
+    out = Path(ecfg.out) if ecfg.out else run_dir / "eval" / f"{suite.name}.json"
+    store = EvalStore(out, fingerprint)
+    old = store.finished()
+    if old is not None:
+        log(f"{out} is already complete for this checkpoint and suite:\n{table(old)}")
+        return old
+    log(f"distadv: evaluating {run_dir} ({ecfg.checkpoint}, {ecfg.split} split) with suite "
+        f"'{suite.name}' on {accelerator.num_processes} process(es); model is "
+        f"{'randomised: ' + str(repeats) + ' repeats' if randomised else 'deterministic'}")
+    save = store.save_partial if main else (lambda r: None)
+    if suite.audit:
+        for name, atk in audit_attacks(run_cfg, suite, randomised, ecfg.seed).items():
+            attacks.setdefault(name, atk)
+    res = run_attacks(model, loader, attacks, accelerator, num_classes, ecfg.seed, repeats,
+                      store.done(), save, log)
+    results = {"run": str(run_dir), "checkpoint": str(ckpt), "split": ecfg.split,
+               "suite": suite.name, "randomised": randomised, "repeats": repeats,
+               "world_size": accelerator.num_processes,
+               "count": next(iter(res.values()))["count"], "attacks": res,
+               "audit": checks(run_cfg, suite, res, randomised) if suite.audit else None}
+    if main:
+        store.save(results)
+        print(table(results), flush=True)
+        print(f"wrote {out}")
+    accelerator.wait_for_everyone()
+    return results
+
+
+def table(results: Dict) -> str:
+    """The results as a markdown table (percent; mean ± std for randomised models), then the
+    audit's PASS/FLAG lines."""
+    lines = ["| attack | accuracy (%) | examples |", "|---|---:|---:|"]
+    for name, r in results["attacks"].items():
+        cell = f"{100 * r['acc']:.2f}" + (f" ± {100 * r['std']:.2f}" if len(r["runs"]) > 1 else "")
+        lines.append(f"| {name} | {cell} | {r['count']} |")
+    text = "\n".join(lines)
+    if results.get("audit"):
+        text += "\n\n| audit check | result | detail |\n|---|---|---|\n" + "\n".join(
+            f"| {c['check']} | {c['status']} | {c['detail']} |" for c in results["audit"])
+    return text

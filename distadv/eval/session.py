@@ -1,0 +1,69 @@
+"""Load what an evaluation needs from a run directory: its config, the chosen checkpoint's
+weights in a fresh model, and this rank's shard of the split."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple
+
+import torch
+
+from ..data import build_splits
+from ..data.base import IndexedImages
+from ..engine import checkpoint as ck
+from ..engine.loaders import make_loaders
+from ..engine.rundir import load_run_config, paths
+from ..errors import ConfigError
+from ..models import create_model
+
+
+def checkpoint_path(run_dir: Path, which: str) -> Path:
+    """best -> best.safetensors, latest -> the full state, anything else: a weights file."""
+    p = paths(run_dir)
+    path = p["best"] if which == "best" else p["latest"] if which == "latest" else Path(which)
+    if not path.is_file():
+        raise ConfigError(f"no checkpoint at {path}; checkpoint= takes best, latest or a "
+                          ".safetensors file (the run may not have finished an epoch)")
+    return path
+
+
+def load_weights_into(model: torch.nn.Module, path: Path, which: str) -> None:
+    """Load safetensors (or the ``latest`` state with weights_only); a wrong architecture is
+    refused with the missing and unexpected keys."""
+    state = ck.load_state(path)["model"] if which == "latest" else ck.load_weights(path)
+    missing, unexpected = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict().keys()
+    if missing or unexpected:
+        show = lambda ks: ", ".join(sorted(ks)[:5]) + (" ..." if len(ks) > 5 else "")  # noqa: E731
+        raise ConfigError(f"{path} does not fit the run's model: missing keys [{show(missing)}], "
+                          f"unexpected keys [{show(unexpected)}]")
+    model.load_state_dict(state)
+
+
+def load_run(ecfg, accelerator) -> Tuple[object, torch.nn.Module, object, int, Path]:
+    """(run config, model on the device in eval mode, this rank's loader, classes, checkpoint)."""
+    run_dir = Path(ecfg.run)
+    if not paths(run_dir)["config"].is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); run= takes a "
+                          "folder made by distadv/train.py, e.g. runs/demo")
+    run_cfg = load_run_config(run_dir)
+    if ecfg.split not in ("test", "val"):
+        raise ConfigError(f"split must be test or val, got '{ecfg.split}'")
+    if ecfg.data_root:
+        run_cfg.data.root = ecfg.data_root
+    if ecfg.batch_size:
+        run_cfg.data.eval_batch_size = ecfg.batch_size
+    run_cfg.data.loader = "device"   # whole split resident, sharded by rank: any training loader
+    splits = build_splits(run_cfg.data)
+    if ecfg.max_examples:
+        part = getattr(splits, ecfg.split)
+        n = min(ecfg.max_examples, len(part))
+        setattr(splits, ecfg.split, IndexedImages(part.images[:n], part.labels[:n]))
+    info = splits.info
+    kw = {"width": run_cfg.model.width} if run_cfg.model.width is not None else {}
+    model = create_model(run_cfg.model.name, info.num_classes, info.in_channels, info.mean,
+                         info.std, run_cfg.model.input_noise, info.image_size, **kw)
+    path = checkpoint_path(run_dir, ecfg.checkpoint)
+    load_weights_into(model, path, ecfg.checkpoint)
+    model.to(accelerator.device).eval()
+    _, val_dl, test_dl = make_loaders(splits, run_cfg.data, accelerator.num_processes,
+                                      accelerator.process_index, run_cfg.seed, accelerator.device)
+    return run_cfg, model, test_dl if ecfg.split == "test" else val_dl, info.num_classes, path

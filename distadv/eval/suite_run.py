@@ -1,0 +1,56 @@
+"""Run a suite's attacks through the sharded runner, one attack at a time: seeded per attack
+(a resumed evaluation draws what an uninterrupted one would), repeated for randomised models,
+and saved after each attack."""
+from __future__ import annotations
+
+import statistics
+import zlib
+from typing import Callable, Dict, Optional
+
+import torch
+from torch import nn
+
+from .runner import evaluate
+
+
+@torch.no_grad()
+def is_randomised(model: nn.Module, x: torch.Tensor) -> bool:
+    """True if two eval-mode forwards of the same batch differ (input noise, PNI, dropout...):
+    measured, not declared, so no randomised model can be evaluated as a deterministic one."""
+    was = model.training
+    model.eval()
+    try:
+        return not torch.equal(model(x), model(x))
+    finally:
+        model.train(was)
+
+
+def attack_seed(seed: int, name: str, repeat: int, rank: int) -> int:
+    """The RNG seed of one attack's repeat on one rank (stable across processes and resumes)."""
+    return (seed * 1_000_003 + zlib.crc32(name.encode()) * 101 + repeat * 7_919 + rank) % 2**63
+
+
+def run_attacks(model: nn.Module, loader, attacks: Dict[str, Optional[Callable]], accelerator,
+                num_classes: int, seed: int, repeats: int, done: Dict[str, Dict],
+                on_done: Callable[[Dict[str, Dict]], None], log=print) -> Dict[str, Dict]:
+    """Accuracy per attack: {'acc', 'std', 'runs', 'count'}. Attacks in ``done`` are not
+    recomputed; ``on_done(all results)`` is called after each new one (rank 0 saves)."""
+    results = dict(done)
+    for name, atk in attacks.items():
+        if name in results:
+            log(f"{name}: done before, not recomputed ({100 * results[name]['acc']:.2f}%)")
+            continue
+        runs, count = [], 0
+        for r in range(repeats):
+            torch.manual_seed(attack_seed(seed, name, r, accelerator.process_index))
+            metrics, _ = evaluate(model, loader, {} if atk is None else {name: atk}, accelerator,
+                                  num_classes)
+            runs.append(metrics["natural" if atk is None else name])
+            count = metrics["count"]
+        results[name] = {"acc": statistics.fmean(runs),
+                         "std": statistics.stdev(runs) if len(runs) > 1 else 0.0,
+                         "runs": runs, "count": count}
+        log(f"{name}: {100 * results[name]['acc']:.2f}%"
+            + (f" ± {100 * results[name]['std']:.2f} ({repeats} runs)" if repeats > 1 else ""))
+        on_done(results)
+    return results

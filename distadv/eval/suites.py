@@ -1,0 +1,108 @@
+"""Attack suites: named attacks resolved against a run's threat model.
+
+A suite (``recipes/suite/*.yaml``, typed by ``SuiteConfig``) lists attack names:
+
+    natural            clean accuracy
+    <eval attack>      the run's own ``eval_attacks`` (the seed's rows: pgd_linf, pgd_l2, fgsm),
+                       with ``steps`` / ``restarts`` overridable for the multi-step ones
+    eot_<eval attack>  the same PGD with EOT (``eot_samples`` random forwards per step)
+    aa_linf, aa_l2     standard AutoAttack at the radius of the run's PGD of that norm
+    square_linf, ...   AutoAttack's black-box Square alone
+
+Training's per-epoch validation uses ``seed_attacks`` too: one implementation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+from ..attacks import AutoAttack, build_attack
+from ..errors import ConfigError
+
+
+@dataclass
+class SuiteConfig:
+    """The schema of a suite."""
+
+    name: str = "seed"
+    attacks: List[str] = field(default_factory=lambda: ["natural", "fgsm", "pgd_linf", "pgd_l2"])
+    steps: Optional[int] = None        # override the steps of the run's multi-step attacks
+    restarts: Optional[int] = None     # ... and their restarts
+    eot_samples: int = 10              # random forwards per EOT step
+    aa_steps: int = 100                # APGD-CE / APGD-T / FAB-T iterations (the paper's 100)
+    aa_target_classes: int = 9
+    aa_square_queries: int = 5000
+    aa_components: List[str] = field(default_factory=lambda: ["apgd-ce", "apgd-t", "fab-t", "square"])
+    repeats: int = 5                   # evaluations of a randomised model (mean ± std)
+    audit: bool = False
+    audit_eps_factors: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
+    audit_large_eps: float = 0.5       # L-inf radius at which accuracy must be about 0
+    audit_zero_acc: float = 0.05       # "about 0"
+    audit_steps_factor: int = 5        # the stronger PGD: steps x this, audit_restarts restarts
+    audit_restarts: int = 3
+    audit_tol: float = 0.01            # accuracy differences below this are noise
+    audit_square_queries: int = 1000
+
+
+def seed_attacks(run_cfg, steps: Optional[int] = None, restarts: Optional[int] = None) -> Dict[str, Callable]:
+    """The run's ``eval_attacks`` as attacks (training validation and the ``seed`` suite);
+    ``steps``/``restarts`` replace those of multi-step attacks (FGSM stays one step)."""
+    out = {}
+    for name, t in run_cfg.eval_attacks.items():
+        atk = build_attack(t)
+        if atk.steps > 1:
+            atk.steps = steps or atk.steps
+            atk.restarts = restarts or atk.restarts
+        out[name] = atk
+    return out
+
+
+def reference_threat(run_cfg, norm: str):
+    """The run's multi-step evaluation threat of ``norm`` (its radius defines AA's), or None."""
+    for name, t in run_cfg.eval_attacks.items():
+        if t.norm == norm and t.steps > 1:
+            return name, t
+    return None
+
+
+def valid_names(run_cfg) -> List[str]:
+    """Every attack name a suite may list for this run."""
+    names = ["natural", *run_cfg.eval_attacks, *[f"eot_{k}" for k in run_cfg.eval_attacks]]
+    for norm in ("linf", "l2"):
+        if reference_threat(run_cfg, norm):
+            names += [f"aa_{norm}", f"square_{norm}"]
+    return names
+
+
+def autoattack(suite: SuiteConfig, norm: str, eps: float, seed: int,
+               components: Optional[List[str]] = None, eot: int = 1) -> AutoAttack:
+    """AutoAttack with the suite's budgets."""
+    return AutoAttack(norm=norm, eps=eps, steps=suite.aa_steps,
+                      target_classes=suite.aa_target_classes,
+                      square_queries=suite.aa_square_queries,
+                      components=tuple(components or suite.aa_components), eot_iter=eot, seed=seed)
+
+
+def resolve(names: List[str], run_cfg, suite: SuiteConfig, seed: int = 0) -> Dict[str, Optional[Callable]]:
+    """Attack name -> attack (None for ``natural``); unknown names are refused with the list."""
+    valid = valid_names(run_cfg)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ConfigError(f"unknown attack(s) {', '.join(unknown)} in suite '{suite.name}'; "
+                          f"valid for this run: {', '.join(valid)}")
+    seeded = seed_attacks(run_cfg, suite.steps, suite.restarts)
+    out: Dict[str, Optional[Callable]] = {}
+    for n in names:
+        if n == "natural":
+            out[n] = None
+        elif n in seeded:
+            out[n] = seeded[n]
+        elif n.startswith("eot_"):
+            atk = seed_attacks(run_cfg, suite.steps, suite.restarts)[n[4:]]
+            atk.eot_samples = suite.eot_samples
+            out[n] = atk
+        else:
+            kind, norm = n.split("_", 1)
+            t = reference_threat(run_cfg, norm)[1]
+            out[n] = autoattack(suite, norm, t.eps, seed, ["square"] if kind == "square" else None)
+    return out

@@ -1,0 +1,38 @@
+"""Evaluate a run: ``accelerate launch distadv/evaluate.py run=runs/<name> suite=<suite>``.
+
+Also ``python distadv/evaluate.py ...`` on one process. Suites (recipes/suite/): seed,
+autoattack, eot, full (all + the gradient-masking audit). The best checkpoint and the test
+split by default; results go to ``<run>/eval/<suite>.json`` and a printed table. Each rank
+attacks its own shard and exact counts are gathered. An interrupted evaluation resumes:
+finished attacks are not recomputed. Bad input: one line, exit 2.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+
+def main(argv=None) -> int:
+    """Compose the evaluation config from ``argv``, run the suite, return the exit status."""
+    from distadv.compose import load_eval_config
+    from distadv.errors import UserError
+
+    try:
+        ecfg = load_eval_config(sys.argv[1:] if argv is None else argv)
+        from distadv.eval.evaluate import run_evaluation
+        run_evaluation(ecfg)
+    except UserError as exc:
+        print(f"distadv: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
