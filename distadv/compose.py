@@ -102,7 +102,7 @@ def _diagnose(overrides: Sequence[str], base: DictConfig) -> str:
     """Find the first override that is an unknown key or has a wrong type; '' if none."""
     parser = OverridesParser.create()
     for text in overrides:
-        if text.startswith(("recipe=", "+", "~")):
+        if text.startswith(("recipe=", "suite=", "+", "~")):   # group choices, not keys
             continue
         try:
             ov = parser.parse_override(text)

@@ -7,10 +7,9 @@ from typing import Dict
 
 from omegaconf import OmegaConf
 
-from ..engine.rundir import load_run_config
 from ..engine.setup import make_accelerator
 from .audit import audit_attacks, checks
-from .session import load_run
+from .session import load_run, run_config
 from .store import EvalStore, file_sha256
 from .suite_run import is_randomised, run_attacks
 from .suites import SuiteConfig, resolve
@@ -20,7 +19,7 @@ def run_evaluation(ecfg) -> Dict:
     """Evaluate ``ecfg.run`` with ``ecfg.suite``; returns the results dict (every rank)."""
     run_dir = Path(ecfg.run)
     suite = SuiteConfig(**OmegaConf.to_container(ecfg.suite, resolve=True))
-    run_cfg = load_run_config(run_dir)
+    run_cfg = run_config(run_dir)
     attacks = resolve(list(suite.attacks), run_cfg, suite, ecfg.seed)   # refuse before loading
     accelerator = make_accelerator(run_cfg)
     main = accelerator.is_main_process

@@ -38,13 +38,18 @@ def load_weights_into(model: torch.nn.Module, path: Path, which: str) -> None:
     model.load_state_dict(state)
 
 
+def run_config(run_dir: Path):
+    """The config of a run directory, or a one-line error if it is not one."""
+    if not paths(Path(run_dir))["config"].is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); run= takes a "
+                          "folder made by distadv/train.py, e.g. runs/demo")
+    return load_run_config(Path(run_dir))
+
+
 def load_run(ecfg, accelerator) -> Tuple[object, torch.nn.Module, object, int, Path]:
     """(run config, model on the device in eval mode, this rank's loader, classes, checkpoint)."""
     run_dir = Path(ecfg.run)
-    if not paths(run_dir)["config"].is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml); run= takes a "
-                          "folder made by distadv/train.py, e.g. runs/demo")
-    run_cfg = load_run_config(run_dir)
+    run_cfg = run_config(run_dir)
     if ecfg.split not in ("test", "val"):
         raise ConfigError(f"split must be test or val, got '{ecfg.split}'")
     if ecfg.data_root:
