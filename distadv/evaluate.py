@@ -15,8 +15,9 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 
-def main(argv=None) -> int:
-    """Compose the evaluation config from ``argv``, run the suite, return the exit status."""
+def main(argv=None, close_group: bool = True) -> int:
+    """Compose the evaluation config from ``argv``, run the suite, return the exit status
+    (``close_group``: as in distadv/train.py)."""
     from distadv.compose import load_eval_config
     from distadv.errors import UserError
 
@@ -28,11 +29,12 @@ def main(argv=None) -> int:
         print(f"distadv: error: {exc}", file=sys.stderr)
         return 2
     finally:
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+        if close_group:
+            from distadv.train import _close_process_group
+            _close_process_group()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from distadv.train import exit_now
+    exit_now(main(close_group=False))
