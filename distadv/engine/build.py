@@ -35,6 +35,14 @@ class RunParts:
     memory_format: torch.memory_format
 
 
+def model_for(cfg, info) -> nn.Module:
+    """The run's model (``cfg.model``) for a data set's shape and statistics (``info``);
+    training and evaluation both build it here."""
+    kw = {"width": cfg.model.width} if cfg.model.width is not None else {}
+    return create_model(cfg.model.name, info.num_classes, info.in_channels, info.mean, info.std,
+                        cfg.model.input_noise, info.image_size, **kw)
+
+
 def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional[dict] = None,
               ckpt_dir: Optional[Path] = None) -> RunParts:
     """Create and prepare a run; ``state`` (a ``latest`` checkpoint) restores model, optimizer
@@ -43,9 +51,7 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
     splits = splits or build_splits(cfg.data)
     info = splits.info
     torch.manual_seed(cfg.seed)                        # same initial weights on every rank
-    kw = {"width": cfg.model.width} if cfg.model.width is not None else {}
-    model = create_model(cfg.model.name, info.num_classes, info.in_channels, info.mean, info.std,
-                         cfg.model.input_noise, info.image_size, **kw)
+    model = model_for(cfg, info)
     world, rank = accelerator.num_processes, accelerator.process_index
     train_dl, val_dl, test_dl = make_loaders(splits, cfg.data, world, rank, cfg.seed,
                                              accelerator.device)

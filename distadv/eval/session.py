@@ -10,10 +10,10 @@ import torch
 from ..data import build_splits
 from ..data.base import IndexedImages
 from ..engine import checkpoint as ck
+from ..engine.build import model_for
 from ..engine.loaders import make_loaders
 from ..engine.rundir import load_run_config, paths
 from ..errors import ConfigError
-from ..models import create_model
 
 
 def checkpoint_path(run_dir: Path, which: str) -> Path:
@@ -63,9 +63,7 @@ def load_run(ecfg, accelerator) -> Tuple[object, torch.nn.Module, object, int, P
         n = min(ecfg.max_examples, len(part))
         setattr(splits, ecfg.split, IndexedImages(part.images[:n], part.labels[:n]))
     info = splits.info
-    kw = {"width": run_cfg.model.width} if run_cfg.model.width is not None else {}
-    model = create_model(run_cfg.model.name, info.num_classes, info.in_channels, info.mean,
-                         info.std, run_cfg.model.input_noise, info.image_size, **kw)
+    model = model_for(run_cfg, info)
     path = checkpoint_path(run_dir, ecfg.checkpoint)
     load_weights_into(model, path, ecfg.checkpoint)
     model.to(accelerator.device).eval()
