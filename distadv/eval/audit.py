@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Callable, Dict, List
 
 from ..attacks import PGD
-from .suites import SuiteConfig, autoattack, reference_threat, seed_attacks
+from .suites import SuiteConfig, autoattack, reference_threat, resolve
 
 
 def audit_attacks(run_cfg, suite: SuiteConfig, randomised: bool, seed: int) -> Dict[str, Callable]:
@@ -36,12 +36,9 @@ def audit_attacks(run_cfg, suite: SuiteConfig, randomised: bool, seed: int) -> D
     square = autoattack(suite, "linf", t.eps, seed, ["square"])
     square.square_queries = suite.audit_square_queries
     out["audit/square"] = square
-    out[ref_name] = seed_attacks(run_cfg, suite.steps, suite.restarts)[ref_name]
-    out["aa_linf"] = autoattack(suite, "linf", t.eps, seed)
-    if randomised:
-        eot = seed_attacks(run_cfg, suite.steps, suite.restarts)[ref_name]
-        eot.eot_samples = suite.eot_samples
-        out[f"eot_{ref_name}"] = eot
+    # The suite's own attacks the checks compare against, built by the suite's resolver.
+    shared = [ref_name, "aa_linf"] + ([f"eot_{ref_name}"] if randomised else [])
+    out.update(resolve(shared, run_cfg, suite, seed))
     return out
 
 
