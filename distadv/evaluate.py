@@ -4,7 +4,7 @@ Also ``python distadv/evaluate.py ...`` on one process. Suites (recipes/suite/):
 autoattack, eot, full (all + the gradient-masking audit). The best checkpoint and the test
 split by default; results go to ``<run>/eval/<suite>.json`` and a printed table. Each rank
 attacks its own shard and exact counts are gathered. An interrupted evaluation resumes:
-finished attacks are not recomputed. Bad input: one line, exit 2.
+finished attacks are not recomputed. Bad input: one line, exit 2 (statuses as in train.py).
 """
 from __future__ import annotations
 
@@ -19,15 +19,18 @@ def main(argv=None, close_group: bool = True) -> int:
     """Compose the evaluation config from ``argv``, run the suite, return the exit status
     (``close_group``: as in distadv/train.py)."""
     from distadv.compose import load_eval_config
-    from distadv.errors import UserError
+    from distadv.engine.faults import exit_status
 
     try:
         ecfg = load_eval_config(sys.argv[1:] if argv is None else argv)
         from distadv.eval.evaluate import run_evaluation
         run_evaluation(ecfg)
-    except UserError as exc:
-        print(f"distadv: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:  # noqa: BLE001 - only known failures are reported, bugs re-raise
+        known = exit_status(exc, None)
+        if known is None:
+            raise
+        print(f"distadv: error: {known[1]}", file=sys.stderr)
+        return known[0]
     finally:
         if close_group:
             from distadv.train import _close_process_group
@@ -36,5 +39,8 @@ def main(argv=None, close_group: bool = True) -> int:
 
 
 if __name__ == "__main__":
+    from distadv.engine.faults import report_sigterm
     from distadv.train import exit_now
+
+    report_sigterm()
     exit_now(main(close_group=False))

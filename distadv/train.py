@@ -2,7 +2,8 @@
 
 Also runs as ``python distadv/train.py ...`` (one process) or ``python -m distadv.train``.
 Bad input prints one line, ``distadv: error: ...``, and exits with status 2; a peer that died
-or timed out (``runtime.timeout_s``) gives one line and status 3.
+or timed out (``runtime.timeout_s``) gives one line and status 3; a run that failed (disk full,
+a non-finite loss) stops every rank with one line and status 4, its last checkpoint kept.
 """
 from __future__ import annotations
 
@@ -20,23 +21,19 @@ def main(argv=None, close_group: bool = True) -> int:
     ``close_group``: destroy the process group at the end (in-process callers: tests, the
     SLURM element); the script entry skips it and leaves through ``exit_now``."""
     from distadv.compose import load_config
-    from distadv.engine.faults import describe_dist_failure
+    from distadv.engine.faults import exit_status
     from distadv.engine.fit import fit
-    from distadv.errors import UserError
 
     cfg = None
     try:
         cfg = load_config(sys.argv[1:] if argv is None else argv)
         fit(cfg)
-    except UserError as exc:
-        print(f"distadv: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:
-        message = describe_dist_failure(exc, cfg.runtime.timeout_s if cfg is not None else None)
-        if message is None:
+    except Exception as exc:  # noqa: BLE001 - only known failures are reported, bugs re-raise
+        known = exit_status(exc, cfg.runtime.timeout_s if cfg is not None else None)
+        if known is None:
             raise
-        print(f"distadv: error: {message}", file=sys.stderr)
-        return 3
+        print(f"distadv: error: {known[1]}", file=sys.stderr)
+        return known[0]
     finally:
         if close_group:
             _close_process_group()
@@ -63,4 +60,7 @@ def exit_now(status: int) -> None:
 
 
 if __name__ == "__main__":
+    from distadv.engine.faults import report_sigterm
+
+    report_sigterm()
     exit_now(main(close_group=False))

@@ -11,6 +11,7 @@ from torch import nn
 from ..data import Splits, build_splits
 from ..errors import RunDirError
 from ..models import create_model
+from . import checkpoint as ck
 from .loaders import make_loaders, per_rank
 from .optim import build_optimizer, build_scheduler
 from .setup import channels_last, prepare, uses_deepspeed
@@ -60,6 +61,7 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, steps)
     if state is not None:
+        ck.check_keys(model, state["model"], state.get("source", ckpt_dir))  # copied in from another model
         model.load_state_dict(state["model"])
         if state.get("optimizer") is not None:  # under DeepSpeed: per-rank partitions instead
             optimizer.load_state_dict(state["optimizer"])

@@ -3,6 +3,7 @@ checkpoint, log) -> test of the best checkpoint -> results.json."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Dict
 
@@ -15,7 +16,9 @@ from . import checkpoint as ck
 from .early_stop import EarlyStopper
 from ..eval.runner import evaluate
 from ..eval.suites import seed_attacks
+from ..errors import RunDirError, RunFailure
 from .build import build_run
+from .faults import stop_together
 from .loop import train_epoch
 from .report import results_table
 from .rundir import inspect, paths, run_dir_of
@@ -46,13 +49,22 @@ def fit(cfg) -> Dict:
 
     splits = build_splits(cfg.data)                    # data errors also come before any write
     info = splits.info
+    failure = None
     if main:
-        p["checkpoints"].mkdir(parents=True, exist_ok=True)
-        if not p["config"].is_file():
-            ck.atomic_write(p["config"], lambda f: OmegaConf.save(cfg, f))
-    accelerator.wait_for_everyone()
+        try:
+            p["checkpoints"].mkdir(parents=True, exist_ok=True)
+            for f in ck.remove_stale_temporaries(p["checkpoints"]) + ck.remove_stale_temporaries(run_dir):
+                print(f"distadv: removed {f.name}, left by a writer that was killed", flush=True)
+            if not p["config"].is_file():
+                ck.atomic_write(p["config"], OmegaConf.to_yaml(cfg).encode())
+        except OSError as exc:       # e.g. permission denied: every rank stops below
+            failure = RunDirError(f"cannot write {run_dir}: {exc.strerror}; choose another "
+                                  "runs_root= or name=")
+        except RunFailure as exc:    # disk full
+            failure = exc
+    stop_together(accelerator, failure, f"rank 0 could not prepare {run_dir}")
 
-    state = ck.load_state(p["latest"]) if status == "resume" else None
+    state = _resume_state(p, accelerator) if status == "resume" else None
     r = build_run(cfg, accelerator, splits, state, p["checkpoints"])
     deepspeed = uses_deepspeed(accelerator)
     model, raw_model, attack_model = r.model, r.raw_model, r.attack_model
@@ -88,7 +100,8 @@ def fit(cfg) -> Dict:
         lr = optimizer.param_groups[0]["lr"]
         tr = train_epoch(model, attack_model, strategy, optimizer, scheduler, train_dl,
                          accelerator, cfg.optim.grad_clip, r.steps_per_epoch,
-                         progress, f"epoch {epoch + 1}/{cfg.optim.epochs}", r.memory_format)
+                         progress, epoch, cfg.optim.epochs, r.memory_format,
+                         last_good=_last_good(p, epoch))
         broadcast_buffers(attack_model)                # every shard scored with rank 0's BN stats
         val, images = evaluate(attack_model, r.val_dl, val_attacks, accelerator, info.num_classes,
                                cfg.runtime.max_steps_per_epoch, cfg.log.image_grid if main else 0,
@@ -101,15 +114,21 @@ def fit(cfg) -> Dict:
         if deepspeed:  # every rank's optimizer partition, before latest points at it
             save_partition(optimizer, p["checkpoints"], epoch + 1, rank)
             accelerator.wait_for_everyone()
+        failure = None
         if main:
-            _save_epoch(p, accelerator, raw_model, None if deepspeed else optimizer, scheduler,
-                        stopper, history, improved, cfg.early_stop.metric)
-            if deepspeed:
-                prune_partitions(p["checkpoints"], epoch + 1)
-            tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
-            tracker.adversarial_grid(epoch + 1, images)
-            print(_epoch_line(record) + (" *" if improved else ""), flush=True)
-        accelerator.wait_for_everyone()                # checkpoint on disk before anyone goes on
+            try:
+                _save_epoch(p, accelerator, raw_model, None if deepspeed else optimizer,
+                            scheduler, stopper, history, improved, cfg.early_stop.metric)
+            except RunFailure as exc:                  # disk full: latest/previous intact
+                failure = exc
+            else:
+                if deepspeed:
+                    prune_partitions(p["checkpoints"], epoch + 1)
+                tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
+                tracker.adversarial_grid(epoch + 1, images)
+                print(_epoch_line(record) + (" *" if improved else ""), flush=True)
+        # Checkpoint on disk before anyone goes on; if rank 0 could not write it, all stop.
+        stop_together(accelerator, failure, f"rank 0 could not save epoch {epoch + 1}")
         epochs_this_session += 1
     finished = stopper.should_stop or (history and history[-1]["epoch"] >= cfg.optim.epochs)
     if not finished:
@@ -126,6 +145,26 @@ def fit(cfg) -> Dict:
                        stopper, history, tracker, p, dist, r.memory_format)
 
 
+def _resume_state(p, accelerator) -> dict:
+    """The newest intact training state (``latest``, else ``previous``), loaded on every rank.
+    A damaged ``latest`` is reported and, once every rank has read, moved aside by rank 0 as
+    ``latest.corrupt`` (kept for inspection; never rotated into ``previous``)."""
+    state, source, problems = ck.load_resume_state(p["latest"], p["previous"])
+    if accelerator.is_main_process:
+        for line in problems:
+            print(f"distadv: warning: {line}; resuming from {source.name} (epoch "
+                  f"{state['epoch']})", flush=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and source != p["latest"] and p["latest"].exists():
+        os.replace(p["latest"], p["latest"].with_name("latest.corrupt"))
+    return {**state, "source": source}
+
+
+def _last_good(p, epoch: int) -> str:
+    """Where the last good state is, for error messages raised during ``epoch`` (0-based)."""
+    return f"{p['latest']} (epoch {epoch})" if epoch else "none yet (the first epoch failed)"
+
+
 def _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, history, improved,
                 metric) -> None:
     """Rank 0: best weights (if improved), then the full state, each written atomically."""
@@ -134,7 +173,7 @@ def _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, histor
     if improved:
         ck.save_weights(p["best"], weights, {"epoch": str(epoch), "metric": metric,
                                              "value": str(history[-1][f"val/{metric}"])})
-    ck.save_state(p["latest"], {
+    ck.save_state(p["latest"], keep_previous=p["previous"], state={
         "model": weights, "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict(),
         "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
@@ -170,8 +209,14 @@ def _final_test(cfg, accelerator, raw_model, model, test_dl, attacks, info, stop
         "val_best": {k[4:]: v for k, v in best.items() if k.startswith("val/") and k != "val/count"},
         "val_examples": best["val/count"],
     }
+    failure = None
     if accelerator.is_main_process:
-        ck.write_json(p["results"], results)
+        try:
+            ck.write_json(p["results"], results)
+        except RunFailure as exc:
+            failure = exc
+    stop_together(accelerator, failure, "rank 0 could not write results.json")
+    if accelerator.is_main_process:
         flat = OmegaConf.to_container(cfg, resolve=True)
         hp = {"recipe": cfg.recipe, "model": cfg.model.name, "strategy": cfg.strategy.name,
               "lr": cfg.optim.lr, "epochs": cfg.optim.epochs, "seed": cfg.seed,

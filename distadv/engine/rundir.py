@@ -1,7 +1,8 @@
 """The run directory: where it is, whether it is new, resumable or finished, and its layout.
 
 runs/<name>/config.yaml                 resolved config (written once, by rank 0)
-runs/<name>/checkpoints/latest       full training state, rewritten atomically every epoch
+runs/<name>/checkpoints/latest          full training state, rewritten atomically every epoch
+runs/<name>/checkpoints/previous        the state before it (kept until latest is safely on disk)
 runs/<name>/checkpoints/best.safetensors best validation-robust weights
 runs/<name>/tb/                         TensorBoard events
 runs/<name>/progress.json               per-epoch history + best so far (for status and reports)
@@ -30,6 +31,7 @@ def paths(run_dir: Path) -> Dict[str, Path]:
     """The files of a run directory."""
     ck = run_dir / "checkpoints"
     return {"config": run_dir / "config.yaml", "checkpoints": ck, "latest": ck / "latest",
+            "previous": ck / "previous",
             "best": ck / "best.safetensors", "tb": run_dir / "tb",
             "results": run_dir / "results.json", "progress": run_dir / "progress.json"}
 
@@ -80,4 +82,5 @@ def inspect(run_dir: Path, cfg: DictConfig) -> Tuple[str, Path]:
                           "rerun with the same config to resume")
     if p["results"].is_file():
         return "finished", run_dir
-    return "resume" if p["latest"].is_file() else "new", run_dir
+    resumable = p["latest"].is_file() or p["previous"].is_file()  # killed between renames
+    return "resume" if resumable else "new", run_dir

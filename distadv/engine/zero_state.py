@@ -4,8 +4,9 @@ partition (fp32 master weights + SGD momentum), in a form ``weights_only`` can l
 DeepSpeed's optimizer ``state_dict()`` holds only the calling rank's partition and pickles a
 LossScaler object, so neither rank 0's copy in ``latest`` nor ``torch.load(weights_only=True)``
 would work. Files are named per epoch (``zero-e{epoch}-rank{r}``) and written before
-``latest``; after ``latest`` points at epoch e the files of earlier epochs are deleted, so a crash
-at any point leaves a ``latest`` whose partitions exist.
+``latest``; after ``latest`` points at epoch e the files of epochs other than e and e-1 (the
+``previous`` state) are deleted, so a crash at any point leaves ``latest`` and ``previous`` with
+their partitions.
 """
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def load_partition(optimizer, ckpt_dir: Path, epoch: int, rank: int, world: int)
 
 
 def prune_partitions(ckpt_dir: Path, keep_epoch: int) -> None:
-    """Delete partition files of epochs other than ``keep_epoch`` (after ``latest`` moved on)."""
+    """Delete partition files of epochs other than ``keep_epoch`` and the one before it (those
+    of ``latest`` and ``previous``), after ``latest`` moved on."""
+    keep = (f"zero-e{keep_epoch}-", f"zero-e{keep_epoch - 1}-")
     for f in Path(ckpt_dir).glob("zero-e*-rank*"):
-        if not f.name.startswith(f"zero-e{keep_epoch}-"):
+        if not f.name.startswith(keep):
             f.unlink(missing_ok=True)

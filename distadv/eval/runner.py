@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..attacks import attack_mode
+from ..engine.faults import crash_point
 
 
 def _first_occurrence(idx: torch.Tensor) -> torch.Tensor:
@@ -35,6 +36,7 @@ def evaluate(model: nn.Module, loader, attacks: Dict[str, Callable], accelerator
         for step, (x, y, idx) in enumerate(loader):
             if max_steps is not None and step >= max_steps:
                 break
+            crash_point("eval.batch")
             x, y, idx = x.to(device, memory_format=memory_format), y.to(device), idx.to(device)
             with torch.no_grad():
                 cols = [idx, (model(x).argmax(1) == y).long()]

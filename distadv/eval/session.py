@@ -27,14 +27,10 @@ def checkpoint_path(run_dir: Path, which: str) -> Path:
 
 
 def load_weights_into(model: torch.nn.Module, path: Path, which: str) -> None:
-    """Load safetensors (or the ``latest`` state with weights_only); a wrong architecture is
-    refused with the missing and unexpected keys."""
+    """Load safetensors (or the ``latest`` state, verified and with weights_only); a wrong
+    architecture is refused with the missing and unexpected keys."""
     state = ck.load_state(path)["model"] if which == "latest" else ck.load_weights(path)
-    missing, unexpected = model.state_dict().keys() - state.keys(), state.keys() - model.state_dict().keys()
-    if missing or unexpected:
-        show = lambda ks: ", ".join(sorted(ks)[:5]) + (" ..." if len(ks) > 5 else "")  # noqa: E731
-        raise ConfigError(f"{path} does not fit the run's model: missing keys [{show(missing)}], "
-                          f"unexpected keys [{show(unexpected)}]")
+    ck.check_keys(model, state, path)
     model.load_state_dict(state)
 
 
