@@ -19,18 +19,17 @@ def main(argv=None, close_group: bool = True) -> int:
     """Compose the evaluation config from ``argv``, run the suite, return the exit status
     (``close_group``: as in distadv/train.py)."""
     from distadv.compose import load_eval_config
-    from distadv.engine.faults import exit_status
+    from distadv.engine.faults import report
 
     try:
         ecfg = load_eval_config(sys.argv[1:] if argv is None else argv)
         from distadv.eval.evaluate import run_evaluation
         run_evaluation(ecfg)
     except Exception as exc:  # noqa: BLE001 - only known failures are reported, bugs re-raise
-        known = exit_status(exc, None)
-        if known is None:
+        status = report(exc, None)
+        if status is None:
             raise
-        print(f"distadv: error: {known[1]}", file=sys.stderr)
-        return known[0]
+        return status
     finally:
         if close_group:
             from distadv.train import _close_process_group

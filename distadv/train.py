@@ -21,7 +21,7 @@ def main(argv=None, close_group: bool = True) -> int:
     ``close_group``: destroy the process group at the end (in-process callers: tests, the
     SLURM element); the script entry skips it and leaves through ``exit_now``."""
     from distadv.compose import load_config
-    from distadv.engine.faults import exit_status
+    from distadv.engine.faults import report
     from distadv.engine.fit import fit
 
     cfg = None
@@ -29,11 +29,10 @@ def main(argv=None, close_group: bool = True) -> int:
         cfg = load_config(sys.argv[1:] if argv is None else argv)
         fit(cfg)
     except Exception as exc:  # noqa: BLE001 - only known failures are reported, bugs re-raise
-        known = exit_status(exc, cfg.runtime.timeout_s if cfg is not None else None)
-        if known is None:
+        status = report(exc, cfg.runtime.timeout_s if cfg is not None else None)
+        if status is None:
             raise
-        print(f"distadv: error: {known[1]}", file=sys.stderr)
-        return known[0]
+        return status
     finally:
         if close_group:
             _close_process_group()

@@ -198,6 +198,7 @@ def check_keys(model: torch.nn.Module, state: Dict[str, torch.Tensor], path: Pat
     shapes = sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
     if missing or unexpected or shapes:
         show = lambda ks: ", ".join(sorted(ks)[:5]) + (f" ... ({len(ks)})" if len(ks) > 5 else "")  # noqa: E731
-        raise CheckpointError(f"{path} does not fit the run's model ({type(model).__name__}): "
+        arch = type(getattr(model, "net", model)).__name__   # inside the Normalized wrapper
+        raise CheckpointError(f"{path} does not fit the run's model ({arch}): "
                               f"missing keys [{show(missing)}], unexpected keys "
                               f"[{show(unexpected)}], other shapes [{show(shapes)}]")

@@ -37,7 +37,8 @@ def _check_finite(loss: torch.Tensor, accelerator) -> None:
     bad = accelerator.reduce(bad, reduction="sum")
     if bad.any():
         ranks = ", ".join(str(i) for i in bad.nonzero().flatten().tolist())
-        raise NonFiniteLoss(f"the training loss is {loss.item()} on rank(s) {ranks}")
+        raise NonFiniteLoss(f"the training loss is not finite on rank(s) {ranks} (here: "
+                            f"{loss.item()})")
 
 
 def train_epoch(model, attack_model, strategy, optimizer, scheduler, loader, accelerator,

@@ -1,0 +1,86 @@
+"""Process plumbing shared by tools/fault_inject.py and tools/soak.py: the 2-process CPU launch
+of `make demo`, killing a launch with every rank, and reaping orphans."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import psutil  # accelerate's own dependency
+
+ROOT = Path(__file__).resolve().parents[1]
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def launch_cmd(overrides: Sequence[str], processes: int = 2) -> List[str]:
+    """`accelerate launch` of distadv/train.py as `make demo` does it: ``processes`` gloo ranks
+    on CPU (ACCELERATE_USE_CPU=1 + --multi_gpu, see cpu_env), a free port each time."""
+    multi = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    return [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes",
+            str(processes), "--num_machines", "1", "--mixed_precision", "no",
+            "--dynamo_backend", "no", "--main_process_port", "0",
+            str(ROOT / "distadv/train.py"), *overrides]
+
+
+def cpu_env(**extra: str) -> Dict[str, str]:
+    """The environment of a CPU launch: one thread per rank (2 cores), repo on the path."""
+    env = dict(os.environ)
+    env.update(ACCELERATE_USE_CPU="1", OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT),
+               PYTHONUNBUFFERED="1", **extra)
+    return env
+
+
+def become_subreaper() -> None:
+    """Orphans of a killed launcher (its ranks) are re-parented to this process, not to PID 1,
+    so reap_orphans() can collect them: no zombies, whatever PID 1 is."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def reap_orphans() -> int:
+    """Collect every exited child that nobody waits for; returns how many."""
+    n = 0
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return n
+        if pid == 0:
+            return n
+        n += 1
+
+
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL a launcher and all its descendants at once (the ranks run in their own
+    sessions, so a process-group kill would miss them)."""
+    try:
+        victims = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        victims = []
+    for p in [psutil.Process(proc.pid), *victims] if proc.poll() is None else victims:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+def live_descendants() -> List[psutil.Process]:
+    """This process's descendants that still exist (zombies included, with their status)."""
+    return psutil.Process().children(recursive=True)
+
+
+def zombies() -> List[psutil.Process]:
+    """Zombie processes on the machine whose parent is this process or a descendant of it,
+    or PID 1 (where orphans end up without a subreaper)."""
+    owners = {os.getpid(), 1, *(p.pid for p in live_descendants())}
+    out = []
+    for p in psutil.process_iter(["status", "ppid"]):
+        if p.info["status"] == psutil.STATUS_ZOMBIE and p.info["ppid"] in owners:
+            out.append(p)
+    return out
