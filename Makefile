@@ -38,10 +38,11 @@ $(FULL): $(BASE) pyproject.toml
 
 # ACCELERATE_USE_CPU=1 + --multi_gpu really starts 2 gloo processes on CPU
 # (`--cpu --num_processes 2` silently starts ONE). One thread per process on 2 cores.
+# --log_dir /dev/null: otherwise torchrun leaves an empty /tmp/torchelastic_* per launch.
 demo: $(BASE)
 	OMP_NUM_THREADS=1 ACCELERATE_USE_CPU=1 $(BIN)/accelerate launch --multi_gpu \
 	  --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
-	  --main_process_port 0 distadv/train.py recipe=demo $(ARGS)
+	  --main_process_port 0 --log_dir /dev/null distadv/train.py recipe=demo $(ARGS)
 
 # A single-node SLURM (munge, slurmctld, slurmd, slurmdbd + MariaDB) for the grid tests;
 # idempotent, ~15 s the first time (apt), ~1 s when it is already up.

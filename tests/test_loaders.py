@@ -213,6 +213,16 @@ def _launch2(*args):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_corrupt_beton_is_a_clear_error(betons, tmp_path, damage):
+    from distadv.data.ffcv import FFCVLoader
+    bad = tmp_path / "val.beton"
+    data = betons[2]["val"].read_bytes()
+    bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a beton" * 64)
+    with pytest.raises(DataError, match=r"is corrupt or not a \.beton .*tools/make_beton.py"):
+        FFCVLoader(bad, 8, 1, 0, False, 0, False, "cpu", 1)
+
+
 def test_ffcv_rank_shards_are_disjoint_and_eval_covers_everything(betons, tmp_path):
     import json
     from tests.conftest import ROOT

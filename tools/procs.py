@@ -23,6 +23,7 @@ def launch_cmd(overrides: Sequence[str], processes: int = 2) -> List[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes",
             str(processes), "--num_machines", "1", "--mixed_precision", "no",
             "--dynamo_backend", "no", "--main_process_port", "0",
+            "--log_dir", os.devnull,  # else torchrun leaves a /tmp/torchelastic_* per launch
             str(ROOT / "distadv/train.py"), *overrides]
 
 

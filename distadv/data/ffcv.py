@@ -99,11 +99,17 @@ class FFCVLoader:
                            t.ToDevice(torch.device(device), non_blocking=True)]
         cores = max(1, (os.cpu_count() or 1) // world)
         order = ffcv.loader.OrderOption
-        self.loader = ffcv.loader.Loader(
-            str(path), batch_size=batch, num_workers=max(1, min(num_workers or 1, cores)),
-            order=order.RANDOM if train else order.SEQUENTIAL, drop_last=train,
-            distributed=world > 1, seed=seed,
-            pipelines={"image": image, "label": as_long(), "index": as_long()})
+        try:  # FFCV reads the header and the allocation table here
+            self.loader = ffcv.loader.Loader(
+                str(path), batch_size=batch, num_workers=max(1, min(num_workers or 1, cores)),
+                order=order.RANDOM if train else order.SEQUENTIAL, drop_last=train,
+                distributed=world > 1, seed=seed,
+                pipelines={"image": image, "label": as_long(), "index": as_long()})
+        except (AssertionError, ValueError, IndexError, OSError) as exc:
+            # measured: a truncated file -> ValueError, another format -> AssertionError
+            raise DataError(f"{path} is corrupt or not a .beton ({type(exc).__name__}: "
+                            f"{str(exc)[:100]}); delete it and write it again with "
+                            "`python tools/make_beton.py recipe=... data.root=...`") from None
 
     def set_epoch(self, epoch: int) -> None:
         """FFCV has no set_epoch: its epoch counter decides the order (set it on resume)."""

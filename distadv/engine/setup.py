@@ -29,6 +29,13 @@ def make_accelerator(cfg) -> Accelerator:
     timeout so that a hung peer fails after ``runtime.timeout_s`` instead of hanging."""
     pg = {"timeout": timedelta(seconds=cfg.runtime.timeout_s)}
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    if deepspeed:
+        try:
+            import deepspeed as _  # noqa: F401  (Accelerate would fail later, less clearly)
+        except ImportError:
+            raise ConfigError("this launch uses DeepSpeed (recipes/accelerate/deepspeed_*.yaml) "
+                              "but deepspeed is not installed: pip install -e '.[deepspeed]', "
+                              "or launch with recipes/accelerate/ddp.yaml") from None
     if deepspeed and not torch.cuda.is_available():
         # DeepSpeed off-GPU needs gloo named; only then, because a non-default backend makes
         # Accelerate initialise a process group even for a single process.
