@@ -26,6 +26,8 @@ def submit(grid: str, cluster: str, grid_dir: Optional[str] = None, overrides: S
     profile = load_profile(cluster, cluster_overrides)
     elements = expand(grid, spec, overrides)
     check_elements(grid, elements)
+    if not dry_run:
+        import submitit  # noqa: F401  (a missing slurm extra is reported before anything is written)
     gd = GridDir(Path(grid_dir) if grid_dir else grid_dir_default(grid))
     with gd.lock():
         gd.adopt(grid, elements, {"description": spec.description, "x": spec.x},
