@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main(argv=None) -> int:
     """Write the report files of one grid directory; exit 2 if it is not one."""
+    from distadv.engine.checkpoint import atomic_write
     from distadv.grid.plots import curves_plot, eps_plot
     from distadv.grid.report import collect, element_csv, markdown_table, write_csv
     from distadv.grid.store import GridDir
@@ -34,7 +35,7 @@ def main(argv=None) -> int:
     out = Path(args.out) if args.out else gd.path / "report"
     out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(data)
-    (out / "table.md").write_text(table)
+    atomic_write(out / "table.md", table.encode())
     write_csv(data, out / "table.csv")
     element_csv(data, out / "elements.csv")
     written = [out / "table.md", out / "table.csv", out / "elements.csv",

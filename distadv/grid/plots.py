@@ -2,6 +2,7 @@
 per-epoch train / validation robust accuracy of each element (Figs. 2 and 3)."""
 from __future__ import annotations
 
+import io
 import math
 import statistics
 from pathlib import Path
@@ -14,7 +15,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from ..engine.checkpoint import atomic_write  # noqa: E402
 from .report import ROW_LABELS  # noqa: E402
+
+
+def _save(fig, path: Path, dpi: int) -> None:
+    """Render ``fig`` as PNG and write it atomically (a killed report never leaves half a file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
 
 
 def eps_plot(data: Dict, path: Path) -> Optional[Path]:
@@ -47,8 +57,7 @@ def eps_plot(data: Dict, path: Path) -> Optional[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path, 120)
     return path
 
 
@@ -80,8 +89,7 @@ def curves_plot(data: Dict, path: Path) -> Optional[Path]:
     for ax in list(axes.flat)[len(runs):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, 110)
     return path
 
 

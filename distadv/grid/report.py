@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import statistics
 from pathlib import Path
 from typing import Dict
 
+from ..engine.checkpoint import atomic_write
 from .store import GridDir
 
 ROW_LABELS = {"natural": "Natural examples", "pgd_linf": "L-inf PGD attack",
@@ -75,23 +77,25 @@ def markdown_table(data: Dict) -> str:
 def write_csv(data: Dict, path: Path) -> None:
     """One row per configuration and metric: mean, std, seeds with results, seeds in all."""
     s = summary(data)
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["config", "metric", "mean_pct", "std_pct", "n", "of"])
-        for c in data["configs"]:
-            for m in data["metrics"]:
-                v = s[c][m]
-                w.writerow([c, m, "" if v["mean"] is None else f"{v['mean']:.4f}",
-                            f"{v['std']:.4f}", v["n"], v["of"]])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["config", "metric", "mean_pct", "std_pct", "n", "of"])
+    for c in data["configs"]:
+        for m in data["metrics"]:
+            v = s[c][m]
+            w.writerow([c, m, "" if v["mean"] is None else f"{v['mean']:.4f}",
+                        f"{v['std']:.4f}", v["n"], v["of"]])
+    atomic_write(path, f.getvalue().encode())
 
 
 def element_csv(data: Dict, path: Path) -> None:
     """One row per element: its config, seed, best epoch and every test metric (fractions)."""
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["element", "config", "seed", "best_epoch", "epochs_run", *data["metrics"]])
-        for e in data["elements"]:
-            r = e["results"] or {}
-            w.writerow([e["name"], e["config"], e["seed"], r.get("best_epoch", ""),
-                        r.get("epochs_run", ""), *[r.get("test", {}).get(m, "") for m in data["metrics"]]])
+    f = io.StringIO(newline="")
+    w = csv.writer(f)
+    w.writerow(["element", "config", "seed", "best_epoch", "epochs_run", *data["metrics"]])
+    for e in data["elements"]:
+        r = e["results"] or {}
+        w.writerow([e["name"], e["config"], e["seed"], r.get("best_epoch", ""),
+                    r.get("epochs_run", ""), *[r.get("test", {}).get(m, "") for m in data["metrics"]]])
+    atomic_write(path, f.getvalue().encode())
 
