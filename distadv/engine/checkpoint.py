@@ -114,6 +114,8 @@ def _verify_state(path: Path) -> None:
         h, left = hashlib.sha256(), length
         while left:
             chunk = f.read(min(1 << 22, left))   # 4 MiB at a time: no second copy in memory
+            if not chunk:                          # the file shrank while being read
+                raise CheckpointError(f"{path} is truncated", corrupt=True)
             h.update(chunk)
             left -= len(chunk)
     if h.digest() != digest:
