@@ -7,7 +7,7 @@ import re
 import signal
 import sys
 from collections import Counter
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -51,6 +51,19 @@ def stop_together(accelerator, failure: Optional[BaseException],
         raise failure
     if flag.item() > 0:
         raise RunFailure(f"{what}; see that rank's error. The last good checkpoint is kept")
+
+
+def main_writes(accelerator, write: Callable[[], None], what: str) -> None:
+    """Rank 0 runs ``write``; then every rank learns whether it failed (``stop_together``). A
+    disk-full or bad-input error on rank 0 thus stops all ranks instead of leaving them waiting
+    in the next collective until the timeout."""
+    failure = None
+    if accelerator.is_main_process:
+        try:
+            write()
+        except (RunFailure, UserError) as exc:
+            failure = exc
+    stop_together(accelerator, failure, what)
 
 
 def describe_dist_failure(exc: BaseException, timeout_s: Optional[int]) -> Optional[str]:

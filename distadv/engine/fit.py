@@ -16,9 +16,9 @@ from . import checkpoint as ck
 from .early_stop import EarlyStopper
 from ..eval.runner import evaluate
 from ..eval.suites import seed_attacks
-from ..errors import RunDirError, RunFailure
+from ..errors import RunDirError
 from .build import build_run
-from .faults import stop_together
+from .faults import main_writes
 from .loop import train_epoch
 from .report import results_table
 from .rundir import inspect, paths, run_dir_of
@@ -49,20 +49,7 @@ def fit(cfg) -> Dict:
 
     splits = build_splits(cfg.data)                    # data errors also come before any write
     info = splits.info
-    failure = None
-    if main:
-        try:
-            p["checkpoints"].mkdir(parents=True, exist_ok=True)
-            for f in ck.remove_stale_temporaries(p["checkpoints"]) + ck.remove_stale_temporaries(run_dir):
-                print(f"distadv: removed {f.name}, left by a writer that was killed", flush=True)
-            if not p["config"].is_file():
-                ck.atomic_write(p["config"], OmegaConf.to_yaml(cfg).encode())
-        except OSError as exc:       # e.g. permission denied: every rank stops below
-            failure = RunDirError(f"cannot write {run_dir}: {exc.strerror}; choose another "
-                                  "runs_root= or name=")
-        except RunFailure as exc:    # disk full
-            failure = exc
-    stop_together(accelerator, failure, f"rank 0 could not prepare {run_dir}")
+    main_writes(accelerator, lambda: _prepare(p, run_dir, cfg), f"rank 0 could not prepare {run_dir}")
 
     state = _resume_state(p, accelerator) if status == "resume" else None
     r = build_run(cfg, accelerator, splits, state, p["checkpoints"])
@@ -114,21 +101,17 @@ def fit(cfg) -> Dict:
         if deepspeed:  # every rank's optimizer partition, before latest points at it
             save_partition(optimizer, p["checkpoints"], epoch + 1, rank)
             accelerator.wait_for_everyone()
-        failure = None
+        # Checkpoint on disk before anyone goes on; if rank 0 could not write it (disk full:
+        # latest/previous intact), all stop.
+        main_writes(accelerator, lambda: _save_epoch(
+            p, accelerator, raw_model, None if deepspeed else optimizer, scheduler, stopper,
+            history, improved, cfg.early_stop.metric), f"rank 0 could not save epoch {epoch + 1}")
         if main:
-            try:
-                _save_epoch(p, accelerator, raw_model, None if deepspeed else optimizer,
-                            scheduler, stopper, history, improved, cfg.early_stop.metric)
-            except RunFailure as exc:                  # disk full: latest/previous intact
-                failure = exc
-            else:
-                if deepspeed:
-                    prune_partitions(p["checkpoints"], epoch + 1)
-                tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
-                tracker.adversarial_grid(epoch + 1, images)
-                print(_epoch_line(record) + (" *" if improved else ""), flush=True)
-        # Checkpoint on disk before anyone goes on; if rank 0 could not write it, all stop.
-        stop_together(accelerator, failure, f"rank 0 could not save epoch {epoch + 1}")
+            if deepspeed:
+                prune_partitions(p["checkpoints"], epoch + 1)
+            tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
+            tracker.adversarial_grid(epoch + 1, images)
+            print(_epoch_line(record) + (" *" if improved else ""), flush=True)
         epochs_this_session += 1
     finished = stopper.should_stop or (history and history[-1]["epoch"] >= cfg.optim.epochs)
     if not finished:
@@ -143,6 +126,20 @@ def fit(cfg) -> Dict:
             if uses_deepspeed(accelerator) else None}
     return _final_test(cfg, accelerator, raw_model, attack_model, r.test_dl, val_attacks, info,
                        stopper, history, tracker, p, dist, r.memory_format)
+
+
+def _prepare(p, run_dir, cfg) -> None:
+    """Rank 0, before anything else is written: the checkpoint folder, temporaries of a killed
+    writer removed, config.yaml (once)."""
+    try:
+        p["checkpoints"].mkdir(parents=True, exist_ok=True)
+        for f in ck.remove_stale_temporaries(p["checkpoints"]) + ck.remove_stale_temporaries(run_dir):
+            print(f"distadv: removed {f.name}, left by a writer that was killed", flush=True)
+        if not p["config"].is_file():
+            ck.atomic_write(p["config"], OmegaConf.to_yaml(cfg).encode())
+    except OSError as exc:       # e.g. permission denied (disk full is a DiskFullError)
+        raise RunDirError(f"cannot write {run_dir}: {exc.strerror}; choose another "
+                          "runs_root= or name=") from None
 
 
 def _resume_state(p, accelerator) -> dict:
@@ -209,13 +206,8 @@ def _final_test(cfg, accelerator, raw_model, model, test_dl, attacks, info, stop
         "val_best": {k[4:]: v for k, v in best.items() if k.startswith("val/") and k != "val/count"},
         "val_examples": best["val/count"],
     }
-    failure = None
-    if accelerator.is_main_process:
-        try:
-            ck.write_json(p["results"], results)
-        except RunFailure as exc:
-            failure = exc
-    stop_together(accelerator, failure, "rank 0 could not write results.json")
+    main_writes(accelerator, lambda: ck.write_json(p["results"], results),
+                "rank 0 could not write results.json")
     if accelerator.is_main_process:
         flat = OmegaConf.to_container(cfg, resolve=True)
         hp = {"recipe": cfg.recipe, "model": cfg.model.name, "strategy": cfg.strategy.name,
