@@ -81,6 +81,20 @@ def sacct_states(job: str) -> list:
     return [s.split()[0] for s in out.split()]
 
 
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING"}
+
+
+def final_state(job: str, timeout: float = 300) -> str:
+    """The job's last state once slurmdbd has recorded its end. squeue forgets a job before
+    sacct learns it ended (seen in CI: gone from squeue, still RUNNING in sacct), so poll sacct."""
+    end = time.monotonic() + timeout
+    while True:
+        states = sacct_states(job)
+        if (states and states[-1] not in ACTIVE) or time.monotonic() > end:
+            return states[-1] if states else "UNKNOWN"
+        time.sleep(1)
+
+
 def same_run(a: Path, b: Path) -> None:
     """Identical best weights, test metrics and per-epoch validation history."""
     ra, rb = (json.loads((d / "results.json").read_text()) for d in (a, b))
@@ -178,7 +192,7 @@ def test_preemption_and_requeue_resume_exactly(slurm, tmp_path):
         assert wait(str(d), poll_s=1, timeout_s=400) is True
     for k in ("usr2", "requeue"):
         assert done[k] < 8, f"{k}: the run finished before it was interrupted"
-        assert "REQUEUED" in sacct_states(jobs[k]) and sacct_states(jobs[k])[-1] == "COMPLETED"
+        assert final_state(jobs[k]) == "COMPLETED" and "REQUEUED" in sacct_states(jobs[k])
         log = (dirs[k] / ".submitit" / f"{jobs[k]}_0_log.out").read_text()
         assert "(resume, epoch " in log, log[-2000:]
         same_run(dirs["plain"] / name, dirs[k] / name)
@@ -212,11 +226,7 @@ def test_sbatch_template_runs_two_ranks(slurm, tmp_path):
                           str(ROOT / "slurm/train.sbatch"), "recipe=demo", "optim.epochs=1",
                           *FAST, f"run_dir={tmp_path / 'run'}"], capture_output=True, text=True,
                          env=env, cwd=ROOT, check=True).stdout.strip()
-    end = time.monotonic() + 300
-    while time.monotonic() < end and subprocess.run(["squeue", "-h", "-j", job],
-                                                    capture_output=True, text=True).stdout.strip():
-        time.sleep(1)
-    assert sacct_states(job)[-1] == "COMPLETED", out.read_text()
+    assert final_state(job) == "COMPLETED", out.read_text()
     assert json.loads((tmp_path / "run/results.json").read_text())["world_size"] == 2
 
 
