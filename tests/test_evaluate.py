@@ -16,6 +16,8 @@ from torch import nn
 
 from conftest import ROOT, run_env
 
+from tools.procs import config_launch_cmd
+
 PY = sys.executable
 # Small budgets: the checks are about order relations, not about the paper's exact numbers.
 SMALL = ["max_examples=120", "suite.aa_steps=10", "suite.aa_square_queries=100",
@@ -144,11 +146,8 @@ def test_full_suite_writes_audit_and_two_processes_equal_one(natural_run, tmp_pa
     assert one.returncode == 0, one.stderr[-2000:]
     env = run_env()
     env["ACCELERATE_USE_CPU"] = "1"
-    two = subprocess.run([str(ROOT / ".venv/bin/accelerate") if (ROOT / ".venv/bin/accelerate").exists()
-                          else "accelerate", "launch", "--multi_gpu", "--num_processes", "2",
-                          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
-                          "no", "--main_process_port", "0", str(ROOT / "distadv/evaluate.py"),
-                          f"run={natural_run}", "suite=seed", f"out={tmp_path / 'two.json'}"],
+    two = subprocess.run(config_launch_cmd("distadv/evaluate.py", f"run={natural_run}", "suite=seed",
+                                           f"out={tmp_path / 'two.json'}"),
                          env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     a, b = read(tmp_path / "one.json"), read(tmp_path / "two.json")

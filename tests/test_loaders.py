@@ -18,6 +18,7 @@ from distadv.data.device import DeviceLoader, sampler_indices
 from distadv.engine.fit import fit
 from distadv.engine.loaders import TorchLoader
 from distadv.errors import DataError
+from tools.procs import config_launch_cmd
 
 PER_BATCH = 13  # examples per tiny batch file: 5 x 13 = 65 training images, 13 test images
 
@@ -206,8 +207,7 @@ def _launch2(*args):
     import subprocess
     from tests.conftest import ROOT, run_env
     env = dict(run_env(), ACCELERATE_USE_CPU="1")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "recipes/accelerate/ddp.yaml"), "--num_processes", "2", *args]
+    cmd = config_launch_cmd(*args)
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -225,9 +225,8 @@ def test_corrupt_beton_is_a_clear_error(betons, tmp_path, damage):
 
 def test_ffcv_rank_shards_are_disjoint_and_eval_covers_everything(betons, tmp_path):
     import json
-    from tests.conftest import ROOT
     _, splits, paths = betons
-    _launch2(str(ROOT / "tests/scripts/ffcv_shards.py"), str(paths["train"].parent), str(tmp_path))
+    _launch2("tests/scripts/ffcv_shards.py", str(paths["train"].parent), str(tmp_path))
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
     assert r0["train"] and r1["train"] and not set(r0["train"]) & set(r1["train"])
@@ -238,9 +237,8 @@ def test_ffcv_rank_shards_are_disjoint_and_eval_covers_everything(betons, tmp_pa
 @pytest.mark.parametrize("loader", ["ffcv", "device", "torch"])
 def test_two_process_cifar_run_counts_every_example_once(betons, cifar_root, tmp_path, loader):
     import json
-    from tests.conftest import ROOT
     run = tmp_path / "run"
-    _launch2(str(ROOT / "distadv/train.py"), "recipe=basic_linf", f"data.root={cifar_root}",
+    _launch2("distadv/train.py", "recipe=basic_linf", f"data.root={cifar_root}",
              "data.verify_checksums=false", f"data.loader={loader}", "data.val_size=13",
              "data.batch_size=16", "data.eval_batch_size=8", "optim.epochs=2",
              "log.progress=never", f"run_dir={run}")

@@ -27,6 +27,17 @@ def launch_cmd(overrides: Sequence[str], processes: int = 2) -> List[str]:
             str(ROOT / "distadv/train.py"), *overrides]
 
 
+def config_launch_cmd(script: str, *args: str, config: str = "ddp",
+                      processes: int = 2) -> List[str]:
+    """`accelerate launch --config_file recipes/accelerate/<config>.yaml` of any repo script
+    with ``processes`` ranks (on CPU, DDP needs ACCELERATE_USE_CPU=1 as well; DeepSpeed must
+    not have it). The tests' and benchmarks' launches: one place for torchrun's flags."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / f"recipes/accelerate/{config}.yaml"), "--num_processes", str(processes),
+            "--log_dir", os.devnull,  # else torchrun leaves a /tmp/torchelastic_* per launch
+            str(ROOT / script), *args]
+
+
 def cpu_env(**extra: str) -> Dict[str, str]:
     """The environment of a CPU launch: one thread per rank (2 cores), repo on the path."""
     env = dict(os.environ)
