@@ -16,7 +16,7 @@ from distadv.engine.checkpoint import load_state, load_weights
 from distadv.engine.fit import fit
 from distadv.models import create_model
 from tests.conftest import ROOT, run_env
-from tools.procs import config_launch_cmd
+from tools.procs import launch_cmd
 
 pytestmark = pytest.mark.slow
 deepspeed = pytest.importorskip("deepspeed", reason="pip install .[deepspeed]")
@@ -32,7 +32,7 @@ def launch(config: str, script: str, *args, timeout: int = 600):
         env["ACCELERATE_USE_CPU"] = "1"   # DDP on CPU: MULTI_GPU config + this = 2 gloo ranks
     else:
         env.pop("ACCELERATE_USE_CPU", None)  # with DeepSpeed it would silently mean plain DDP
-    cmd = config_launch_cmd(script, *args, config=config)
+    cmd = launch_cmd(script, *args, config=config)
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return proc
@@ -188,7 +188,7 @@ def test_hung_peer_fails_after_the_process_group_timeout():
     """tests/scripts/hung_peer.py: rank 1 sleeps 30 s, rank 0's all-reduce must fail after the
     recipe's runtime.timeout_s=3 with the one-line explanation, and the launch must end."""
     env = dict(run_env(), ACCELERATE_USE_CPU="1")
-    cmd = config_launch_cmd("tests/scripts/hung_peer.py")
+    cmd = launch_cmd("tests/scripts/hung_peer.py")
     start = time.monotonic()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     wall = time.monotonic() - start

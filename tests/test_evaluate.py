@@ -16,7 +16,7 @@ from torch import nn
 
 from conftest import ROOT, run_env
 
-from tools.procs import config_launch_cmd
+from tools.procs import launch_cmd
 
 PY = sys.executable
 # Small budgets: the checks are about order relations, not about the paper's exact numbers.
@@ -146,7 +146,7 @@ def test_full_suite_writes_audit_and_two_processes_equal_one(natural_run, tmp_pa
     assert one.returncode == 0, one.stderr[-2000:]
     env = run_env()
     env["ACCELERATE_USE_CPU"] = "1"
-    two = subprocess.run(config_launch_cmd("distadv/evaluate.py", f"run={natural_run}", "suite=seed",
+    two = subprocess.run(launch_cmd("distadv/evaluate.py", f"run={natural_run}", "suite=seed",
                                            f"out={tmp_path / 'two.json'}"),
                          env=env, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]

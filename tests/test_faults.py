@@ -37,7 +37,7 @@ def train(run_dir: Path, *extra: str) -> int:
 
 def launch(run_dir: Path, *extra: str, env=None, timeout=300, **popen):
     """The same run on 2 gloo processes through `accelerate launch`."""
-    return subprocess.run(launch_cmd([*TINY, f"run_dir={run_dir}", *extra]), env=env or cpu_env(),
+    return subprocess.run(launch_cmd("distadv/train.py", *TINY, f"run_dir={run_dir}", *extra), env=env or cpu_env(),
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout, **popen)
 
 
@@ -245,8 +245,8 @@ def test_a_dead_rank_ends_the_run_with_a_clear_error(tmp_path, launcher):
             "runtime.timeout_s=90"]
     logs = [open(tmp_path / f"log{i}", "w+") for i in range(2)]
     if launcher == "accelerate":
-        procs = [subprocess.Popen(launch_cmd(args), env=cpu_env(), cwd=ROOT, stdout=logs[0],
-                                  stderr=subprocess.STDOUT)]
+        procs = [subprocess.Popen(launch_cmd("distadv/train.py", *args), env=cpu_env(), cwd=ROOT,
+                                  stdout=logs[0], stderr=subprocess.STDOUT)]
     else:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

@@ -18,7 +18,7 @@ from distadv.data.device import DeviceLoader, sampler_indices
 from distadv.engine.fit import fit
 from distadv.engine.loaders import TorchLoader
 from distadv.errors import DataError
-from tools.procs import config_launch_cmd
+from tools.procs import launch_cmd
 
 PER_BATCH = 13  # examples per tiny batch file: 5 x 13 = 65 training images, 13 test images
 
@@ -207,7 +207,7 @@ def _launch2(*args):
     import subprocess
     from tests.conftest import ROOT, run_env
     env = dict(run_env(), ACCELERATE_USE_CPU="1")
-    cmd = config_launch_cmd(*args)
+    cmd = launch_cmd(*args)
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 

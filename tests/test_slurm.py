@@ -16,6 +16,8 @@ from safetensors.torch import load_file
 
 from conftest import ROOT, run_env
 
+from distadv.grid.status import ACTIVE
+
 PY = sys.executable
 FAST = ["runtime.max_steps_per_epoch=4"]     # a few batches per epoch: seconds per element
 
@@ -79,9 +81,6 @@ def sacct_states(job: str) -> list:
     out = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "State", "-j", job],
                          capture_output=True, text=True).stdout
     return [s.split()[0] for s in out.split()]
-
-
-ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "COMPLETING", "CONFIGURING", "SUSPENDED", "RESIZING"}
 
 
 def final_state(job: str, timeout: float = 300) -> str:

@@ -15,7 +15,7 @@ from distadv.engine.checkpoint import load_state, load_weights
 from distadv.engine.fit import fit
 from distadv.models import create_model
 from tests.conftest import ROOT, run_env
-from tools.procs import config_launch_cmd
+from tools.procs import launch_cmd
 
 QUIET = ["log.progress=never"]
 
@@ -122,7 +122,7 @@ def _launch(run_dir, processes: int, *overrides):
     if processes == 1:
         cmd = [sys.executable, str(ROOT / "distadv/train.py"), *args]
     else:
-        cmd = config_launch_cmd("distadv/train.py", *args, processes=processes)
+        cmd = launch_cmd("distadv/train.py", *args, processes=processes)
     env = run_env()
     env["ACCELERATE_USE_CPU"] = "1"  # with --multi_gpu: really 2 gloo processes on CPU
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

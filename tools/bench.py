@@ -42,7 +42,7 @@ import torch.nn.functional as F  # noqa: E402
 from distadv.attacks import PGD  # noqa: E402
 from distadv.models import create_model  # noqa: E402
 from distadv.strategies import Adversarial  # noqa: E402
-from tools.procs import config_launch_cmd  # noqa: E402
+from tools.procs import launch_cmd  # noqa: E402
 from tools.reference_loop import reference_train_step  # noqa: E402
 
 
@@ -155,7 +155,7 @@ def _env(threads: int) -> dict:
 def _launch_cmd(n: int, script: str, *args) -> list:
     if n == 1:
         return [sys.executable, str(ROOT / script), *args]
-    return config_launch_cmd(script, *args, processes=n)
+    return launch_cmd(script, *args, processes=n)
 
 
 def collectives_per_step(tmp: Path) -> dict:

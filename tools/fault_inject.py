@@ -49,7 +49,7 @@ def run(overrides, run_dir: Path, log: Path, crash_at: str = "", kill_after: flo
     with open(log, "a") as out:
         out.write(f"\n=== {crash_at or ''} kill_after={kill_after:.1f}\n")
         out.flush()
-        proc = subprocess.Popen(launch_cmd([*overrides, f"run_dir={run_dir}"]), env=env,
+        proc = subprocess.Popen(launch_cmd("distadv/train.py", *overrides, f"run_dir={run_dir}"), env=env,
                                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             proc.wait(timeout=kill_after or None)

@@ -1,4 +1,4 @@
-"""Process plumbing shared by tools/fault_inject.py and tools/soak.py: the 2-process CPU launch
+"""Process plumbing shared by the tools and the tests: the 2-process CPU launch
 of `make demo`, killing a launch with every rank, and reaping orphans."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import psutil  # accelerate's own dependency
 
@@ -16,22 +16,11 @@ ROOT = Path(__file__).resolve().parents[1]
 _PR_SET_CHILD_SUBREAPER = 36
 
 
-def launch_cmd(overrides: Sequence[str], processes: int = 2) -> List[str]:
-    """`accelerate launch` of distadv/train.py as `make demo` does it: ``processes`` gloo ranks
-    on CPU (ACCELERATE_USE_CPU=1 + --multi_gpu, see cpu_env), a free port each time."""
-    multi = ["--multi_gpu"] if processes > 1 else ["--cpu"]
-    return [sys.executable, "-m", "accelerate.commands.launch", *multi, "--num_processes",
-            str(processes), "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", "0",
-            "--log_dir", os.devnull,  # else torchrun leaves a /tmp/torchelastic_* per launch
-            str(ROOT / "distadv/train.py"), *overrides]
-
-
-def config_launch_cmd(script: str, *args: str, config: str = "ddp",
-                      processes: int = 2) -> List[str]:
+def launch_cmd(script: str, *args: str, config: str = "ddp", processes: int = 2) -> List[str]:
     """`accelerate launch --config_file recipes/accelerate/<config>.yaml` of any repo script
-    with ``processes`` ranks (on CPU, DDP needs ACCELERATE_USE_CPU=1 as well; DeepSpeed must
-    not have it). The tests' and benchmarks' launches: one place for torchrun's flags."""
+    with ``processes`` ranks: `make demo`'s launch when run with cpu_env() (the ddp config's
+    MULTI_GPU + ACCELERATE_USE_CPU=1 = gloo ranks on CPU; DeepSpeed must not have that
+    variable). Every launch of the tools and tests: one place for torchrun's flags."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
             str(ROOT / f"recipes/accelerate/{config}.yaml"), "--num_processes", str(processes),
             "--log_dir", os.devnull,  # else torchrun leaves a /tmp/torchelastic_* per launch

@@ -42,7 +42,7 @@ def temp_entries() -> set:
 
 def launch_run(overrides, log) -> tuple:
     """One `accelerate launch` demo run; returns (exit status, peak RSS of the ranks in MiB)."""
-    proc = subprocess.Popen(launch_cmd(overrides), env=cpu_env(), cwd=ROOT, stdout=log,
+    proc = subprocess.Popen(launch_cmd("distadv/train.py", *overrides), env=cpu_env(), cwd=ROOT, stdout=log,
                             stderr=subprocess.STDOUT)
     peak = 0.0
     while proc.poll() is None:
