@@ -25,9 +25,10 @@ class ThreatConfig:
 class DataConfig:
     """Which data set, where it lives, and how it is split and batched."""
 
-    name: str = "digits"        # digits | cifar10 | cifar100
-    root: str = "data"          # folder with the data set files (CIFAR)
-    download: bool = False      # allow torchvision to download CIFAR into root
+    name: str = "digits"        # digits | fashion_mnist | cifar10 | cifar100
+    root: Optional[str] = None  # folder with the data set files; default per data set
+                                # (CIFAR: data/, fashion_mnist: /usr/share/datasets/fashion-mnist)
+    download: bool = False      # allow torchvision to download the data set into root
     val_size: int = 200         # validation examples held out from the training set
     split_seed: int = 0         # seeds the validation split (same on every rank and resume)
     batch_size: int = 64        # GLOBAL training batch, split evenly across processes

@@ -36,3 +36,15 @@ def attack_mode(model: nn.Module, bn_mode: str = "eval"):
                 b.copy_(v)
         for m, flag in flags:
             m.training = flag
+
+
+@torch.no_grad()
+def is_randomised(model: nn.Module, x: torch.Tensor) -> bool:
+    """True if two eval-mode forwards of the same batch differ (input noise, PNI, dropout...):
+    measured, not declared, so no randomised model can be evaluated as a deterministic one."""
+    was = model.training
+    model.eval()
+    try:
+        return not torch.equal(model(x), model(x))
+    finally:
+        model.train(was)

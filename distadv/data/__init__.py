@@ -1,4 +1,4 @@
-"""Data sets (digits, CIFAR-10/100, synthetic) split into train / val / test, in [0, 1]."""
+"""Data sets (digits, Fashion-MNIST, CIFAR-10/100, synthetic) split into train / val / test, in [0, 1]."""
 from __future__ import annotations
 
 import torch
@@ -8,11 +8,15 @@ from .augment import random_crop_flip
 from .base import DataInfo, IndexedImages, Splits, split_train_val
 from .cifar import CIFAR_MEAN, CIFAR_STD, load_cifar
 from .digits import digits_train_test
+from .fashion_mnist import MEAN as FMNIST_MEAN, STD as FMNIST_STD, load_fashion_mnist
 
 DATASETS: Registry = Registry("data set")
 
 # Shapes for synthetic stand-ins and for models built before any file is read.
-SHAPES = {"digits": (10, 1, 32), "cifar10": (10, 3, 32), "cifar100": (100, 3, 32)}
+SHAPES = {"digits": (10, 1, 32), "fashion_mnist": (10, 1, 28), "cifar10": (10, 3, 32),
+          "cifar100": (100, 3, 32)}
+# Where each data set is read from when data.root is not set.
+DEFAULT_ROOTS = {"cifar10": "data", "cifar100": "data", "fashion_mnist": "/usr/share/datasets/fashion-mnist"}
 
 
 @DATASETS.register("digits")
@@ -23,9 +27,20 @@ def _digits(cfg):
     return train, test, DataInfo(10, 1, 32, mean, std)
 
 
+def data_root(cfg) -> str:
+    """``data.root``, else the data set's default location (``DEFAULT_ROOTS``)."""
+    return cfg.root or DEFAULT_ROOTS.get(cfg.name, "data")
+
+
+@DATASETS.register("fashion_mnist")
+def _fashion_mnist(cfg):
+    train, test = load_fashion_mnist(data_root(cfg), cfg.download)
+    return train, test, DataInfo(10, 1, 28, FMNIST_MEAN, FMNIST_STD)
+
+
 def _cifar(name):
     def build(cfg):
-        train, test = load_cifar(name, cfg.root, cfg.download, cfg.verify_checksums)
+        train, test = load_cifar(name, data_root(cfg), cfg.download, cfg.verify_checksums)
         c, ch, s = SHAPES[name]
         return train, test, DataInfo(c, ch, s, CIFAR_MEAN[name], CIFAR_STD[name])
     return build
@@ -56,5 +71,5 @@ def build_splits(cfg) -> Splits:
     return Splits(train, val, test, info)
 
 
-__all__ = ["DATASETS", "SHAPES", "build_splits", "Splits", "DataInfo", "IndexedImages",
+__all__ = ["DATASETS", "SHAPES", "DEFAULT_ROOTS", "build_splits", "data_root", "Splits", "DataInfo", "IndexedImages",
            "random_crop_flip", "split_train_val", "synthetic"]

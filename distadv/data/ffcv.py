@@ -37,14 +37,17 @@ def _ffcv():
 
 
 def beton_path(cfg, split: str) -> Path:
-    """Where the .beton of ``split`` lives; the name carries the validation split's settings,
-    so a file written for another split can never be read by mistake."""
-    return (Path(cfg.root) / "ffcv" /
+    """Where the .beton of ``split`` lives: ``<data.root or data/>/ffcv/`` (a data set's
+    default root may be a package's read-only folder, so it is never written into). The name
+    carries the validation split's settings, so a file written for another split can never be
+    read by mistake."""
+    return (Path(cfg.root or "data") / "ffcv" /
             f"{cfg.name}-val{cfg.val_size}-seed{cfg.split_seed}-{split}.beton")
 
 
 class _AsArrays:
-    """Indexable view handing FFCV (HWC uint8 image, label, index) tuples."""
+    """Indexable view handing FFCV (HWC uint8 image, label, index) tuples. FFCV stores RGB
+    only: a grey image is written as three equal channels (the loader keeps the first)."""
 
     def __init__(self, ds):
         self.ds = ds
@@ -55,6 +58,7 @@ class _AsArrays:
     def __getitem__(self, i):
         img = self.ds.images[i]
         img = img if img.dtype == torch.uint8 else (img * 255).round().to(torch.uint8)
+        img = img.expand(3, -1, -1) if img.shape[0] == 1 else img
         return img.permute(1, 2, 0).contiguous().numpy(), int(self.ds.labels[i]), int(i)
 
 
@@ -64,9 +68,10 @@ def write_betons(splits, cfg, num_workers: int = 1) -> dict:
     out = {}
     for split in ("train", "val", "test"):
         ds = getattr(splits, split)
-        if ds.images.shape[1] != 3:
-            raise ConfigError(f"FFCV stores RGB images; data set '{cfg.name}' has "
-                              f"{ds.images.shape[1]} channel(s)")
+        if ds.images.shape[1] not in (1, 3) or ds.images.dtype != torch.uint8:
+            raise ConfigError(f"FFCV stores 8-bit grey or RGB images pixel-exactly; data set "
+                              f"'{cfg.name}' has {ds.images.shape[1]} channel(s) of "
+                              f"{ds.images.dtype}")
         path = beton_path(cfg, split)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -81,11 +86,13 @@ def write_betons(splits, cfg, num_workers: int = 1) -> dict:
 
 
 class FFCVLoader:
-    """Batches ``(x, y, index)`` of one rank from a .beton, on ``device``, x in [0, 1]."""
+    """Batches ``(x, y, index)`` of one rank from a .beton, on ``device``, x in [0, 1];
+    ``channels`` = 1 keeps the first of the three stored channels (grey data sets)."""
 
     def __init__(self, path: Path, batch: int, world: int, rank: int, train: bool, seed: int,
-                 augment: bool, device, num_workers: int):
+                 augment: bool, device, num_workers: int, channels: int = 3):
         ffcv = _ffcv()
+        self.channels = channels
         if not Path(path).is_file():
             raise DataError(f"{path} not found; write it with `python tools/make_beton.py "
                             f"recipe=... data.root=...` (same data.val_size and data.split_seed)")
@@ -120,6 +127,7 @@ class FFCVLoader:
 
     def __iter__(self):
         for x, y, idx in self.loader:
+            x = x[:, :1] if self.channels == 1 else x
             yield x.float().div_(255.0), y.long().view(-1), idx.long().view(-1)
 
 

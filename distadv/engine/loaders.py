@@ -60,7 +60,7 @@ def make_loaders(splits, cfg, world: int, rank: int, seed: int, device):
         if cfg.loader == "ffcv":
             split = "train" if train else ("val" if ds is splits.val else "test")
             return FFCVLoader(beton_path(cfg, split), batch, world, rank, train, seed, aug,
-                              device, cfg.num_workers)
+                              device, cfg.num_workers, splits.info.in_channels)
         return TorchLoader(ds, batch, world, rank, train, seed, aug, device, cfg.num_workers)
 
     b = per_rank(cfg.batch_size, world, "data.batch_size")

@@ -34,7 +34,7 @@ def audit_attacks(run_cfg, suite: SuiteConfig, randomised: bool, seed: int) -> D
     out["audit/strong_pgd"] = PGD(eps=t.eps, alpha=t.alpha, restarts=suite.audit_restarts,
                                   **{**base, "loss": "cw", "steps": t.steps * suite.audit_steps_factor})
     square = autoattack(suite, "linf", t.eps, seed, ["square"])
-    square.square_queries = suite.audit_square_queries
+    square.square_queries = suite.audit_square_queries   # named in its output as a change
     out["audit/square"] = square
     # The suite's own attacks the checks compare against, built by the suite's resolver.
     shared = [ref_name, "aa_linf"] + ([f"eot_{ref_name}"] if randomised else [])

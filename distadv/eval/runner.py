@@ -21,13 +21,16 @@ def _first_occurrence(idx: torch.Tensor) -> torch.Tensor:
 def evaluate(model: nn.Module, loader, attacks: Dict[str, Callable], accelerator, num_classes: int,
              max_steps: Optional[int] = None, keep_images: int = 0,
              image_attack: Optional[str] = None,
-             memory_format=torch.contiguous_format) -> Tuple[Dict[str, float], Optional[dict]]:
+             memory_format=torch.contiguous_format,
+             verdicts: Optional[Dict[str, torch.Tensor]] = None) -> Tuple[Dict[str, float], Optional[dict]]:
     """Accuracy of ``model`` (unwrapped) on ``loader``: clean and under every attack.
 
     Each rank attacks its own shard; per-example results are gathered once at the end (one
     collective per evaluation, not per batch) and de-duplicated by example index, so every
     example counts exactly once whatever the padding. Returns ({"natural": acc, <attack>: acc,
     "count": n}, images) where images holds clean/adversarial examples of rank 0's first batch.
+    A ``verdicts`` dict is filled with the per-example 0/1 correctness of each column
+    ('index', 'natural', <attack>...), ordered by example index (every rank gets them).
     """
     names = list(attacks)
     rows, images = [], None
@@ -51,8 +54,11 @@ def evaluate(model: nn.Module, loader, attacks: Dict[str, Callable], accelerator
             rows.append(torch.stack(cols, dim=1))
     local = torch.cat(rows) if rows else torch.zeros(0, 2 + len(names), dtype=torch.long, device=device)
     table = accelerator.gather(local)
-    table = table[_first_occurrence(table[:, 0])]
+    table = table[_first_occurrence(table[:, 0])]     # torch.unique sorts: index order
     n = len(table)
+    if verdicts is not None:
+        for j, name in enumerate(["index", "natural", *names]):
+            verdicts[name] = table[:, j].cpu()
     metrics = {"natural": table[:, 1].float().mean().item() if n else 0.0}
     for j, name in enumerate(names):
         metrics[name] = table[:, 2 + j].float().mean().item() if n else 0.0

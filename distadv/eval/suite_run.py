@@ -10,19 +10,8 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import nn
 
+from ..attacks.mode import is_randomised  # noqa: F401  (evaluate.py, tests)
 from .runner import evaluate
-
-
-@torch.no_grad()
-def is_randomised(model: nn.Module, x: torch.Tensor) -> bool:
-    """True if two eval-mode forwards of the same batch differ (input noise, PNI, dropout...):
-    measured, not declared, so no randomised model can be evaluated as a deterministic one."""
-    was = model.training
-    model.eval()
-    try:
-        return not torch.equal(model(x), model(x))
-    finally:
-        model.train(was)
 
 
 def attack_seed(seed: int, name: str, repeat: int, rank: int) -> int:
@@ -33,24 +22,33 @@ def attack_seed(seed: int, name: str, repeat: int, rank: int) -> int:
 def run_attacks(model: nn.Module, loader, attacks: Dict[str, Optional[Callable]], accelerator,
                 num_classes: int, seed: int, repeats: int, done: Dict[str, Dict],
                 on_done: Callable[[Dict[str, Dict]], None], log=print) -> Dict[str, Dict]:
-    """Accuracy per attack: {'acc', 'std', 'runs', 'count'}. Attacks in ``done`` are not
-    recomputed; ``on_done(all results)`` is called after each new one (rank 0 saves)."""
+    """Accuracy per attack: {'acc', 'std', 'runs', 'count', 'verdicts'} (verdicts: '0'/'1' per
+    example in index order, of the first repeat), plus 'attack' and 'warnings' for AutoAttack.
+    Attacks in ``done`` are not recomputed; ``on_done(all results)`` is called after each new
+    one (rank 0 saves)."""
     results = dict(done)
     for name, atk in attacks.items():
         if name in results:
             log(f"{name}: done before, not recomputed ({100 * results[name]['acc']:.2f}%)")
             continue
-        runs, count = [], 0
+        runs, count, first = [], 0, {}
         for r in range(repeats):
             torch.manual_seed(attack_seed(seed, name, r, accelerator.process_index))
+            col = "natural" if atk is None else name
             metrics, _ = evaluate(model, loader, {} if atk is None else {name: atk}, accelerator,
-                                  num_classes)
-            runs.append(metrics["natural" if atk is None else name])
+                                  num_classes, verdicts=first if r == 0 else None)
+            runs.append(metrics[col])
             count = metrics["count"]
         results[name] = {"acc": statistics.fmean(runs),
                          "std": statistics.stdev(runs) if len(runs) > 1 else 0.0,
-                         "runs": runs, "count": count}
+                         "runs": runs, "count": count,
+                         "verdicts": "".join(map(str, first[col].tolist())) if first else ""}
+        if getattr(atk, "used", ""):     # the official AutoAttack: what ran, what it warned
+            results[name].update(attack=atk.used, warnings=sorted(atk.warnings))
         log(f"{name}: {100 * results[name]['acc']:.2f}%"
-            + (f" ± {100 * results[name]['std']:.2f} ({repeats} runs)" if repeats > 1 else ""))
+            + (f" ± {100 * results[name]['std']:.2f} ({repeats} runs)" if repeats > 1 else "")
+            + (f" [{atk.used}]" if getattr(atk, "used", "") else ""))
+        for w in results[name].get("warnings", []):
+            log(f"{name}: AutoAttack warns: {w}")
         on_done(results)
     return results

@@ -6,7 +6,8 @@ A suite (``recipes/suite/*.yaml``, typed by ``SuiteConfig``) lists attack names:
     <eval attack>      the run's own ``eval_attacks`` (the seed's rows: pgd_linf, pgd_l2, fgsm),
                        with ``steps`` / ``restarts`` overridable for the multi-step ones
     eot_<eval attack>  the same PGD with EOT (``eot_samples`` random forwards per step)
-    aa_linf, aa_l2     standard AutoAttack at the radius of the run's PGD of that norm
+    aa_linf, aa_l2     the official AutoAttack at the radius of the run's PGD of that norm
+                       (standard; rand for randomised models; or ``aa_components``)
     square_linf, ...   AutoAttack's black-box Square alone
 
 Training's per-epoch validation uses ``seed_attacks`` too: one implementation.
@@ -29,10 +30,13 @@ class SuiteConfig:
     steps: Optional[int] = None        # override the steps of the run's multi-step attacks
     restarts: Optional[int] = None     # ... and their restarts
     eot_samples: int = 10              # random forwards per EOT step
-    aa_steps: int = 100                # APGD-CE / APGD-T / FAB-T iterations (the paper's 100)
-    aa_target_classes: int = 9
-    aa_square_queries: int = 5000
-    aa_components: List[str] = field(default_factory=lambda: ["apgd-ce", "apgd-t", "fab-t", "square"])
+    # The official AutoAttack (pyautoattack). None = the package's own budgets; any change is
+    # named in the output.
+    aa_version: str = "auto"           # auto (rand if randomised, else standard) | standard | rand | plus
+    aa_components: Optional[List[str]] = None   # a subset instead (e.g. [apgd-ce, apgd-t])
+    aa_steps: Optional[int] = None     # APGD / FAB iterations (package: 100)
+    aa_target_classes: Optional[int] = None     # APGD-T / FAB-T targets (package: 9)
+    aa_square_queries: Optional[int] = None     # Square queries (package: 5000)
     repeats: int = 5                   # evaluations of a randomised model (mean ± std)
     audit: bool = False
     audit_eps_factors: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
@@ -75,12 +79,13 @@ def valid_names(run_cfg) -> List[str]:
 
 
 def autoattack(suite: SuiteConfig, norm: str, eps: float, seed: int,
-               components: Optional[List[str]] = None, eot: int = 1) -> AutoAttack:
-    """AutoAttack with the suite's budgets."""
-    return AutoAttack(norm=norm, eps=eps, steps=suite.aa_steps,
+               components: Optional[List[str]] = None) -> AutoAttack:
+    """The official AutoAttack with the suite's version, components and budgets."""
+    comps = components or suite.aa_components
+    return AutoAttack(norm=norm, eps=eps, version=suite.aa_version,
+                      components=tuple(comps) if comps else None, n_iter=suite.aa_steps,
                       target_classes=suite.aa_target_classes,
-                      square_queries=suite.aa_square_queries,
-                      components=tuple(components or suite.aa_components), eot_iter=eot, seed=seed)
+                      square_queries=suite.aa_square_queries, seed=seed)
 
 
 def resolve(names: List[str], run_cfg, suite: SuiteConfig, seed: int = 0) -> Dict[str, Optional[Callable]]:

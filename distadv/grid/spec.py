@@ -28,6 +28,7 @@ class GridFile:
     recipes: List[str] = MISSING                           # base recipes (one axis)
     sweep: Dict[str, List[Any]] = field(default_factory=dict)  # key -> values, cartesian product
     zip: Dict[str, List[Any]] = field(default_factory=dict)    # keys swept together (one axis)
+    sweep_only: List[str] = field(default_factory=list)  # recipes sweep/zip apply to (default all)
     seeds: List[int] = field(default_factory=lambda: [0])
     overrides: List[str] = field(default_factory=list)    # applied to every element
     labels: Dict[str, str] = field(default_factory=dict)  # recipe -> table column label
@@ -98,9 +99,14 @@ def expand(name: str, grid: GridFile, extra: Sequence[str] = ()) -> List[Element
     if grid.zip:
         axes.append([tuple((k, vs[i]) for k, vs in grid.zip.items())
                      for i in range(len(next(iter(grid.zip.values()))))])
+    outside = [r for r in grid.sweep_only if r not in grid.recipes]
+    if outside:
+        raise GridError(f"grid '{name}': sweep_only names {', '.join(outside)}, which is not "
+                        f"in its recipes ({', '.join(grid.recipes)})")
     elements = []
     for recipe in grid.recipes:
-        for combo in itertools.product(*axes):
+        swept = not grid.sweep_only or recipe in grid.sweep_only
+        for combo in itertools.product(*(axes if swept else [])):
             values = tuple(kv for group in combo for kv in group)
             shown = ", ".join(f"{k.split('.')[-1]}={_value(v)}" for k, v in values)
             config = grid.labels.get(recipe, recipe) + (f" ({shown})" if shown else "")

@@ -11,6 +11,7 @@ from .basic import BasicNet
 from .noise import GaussianInput, PNIConv2d, is_noise_param
 from .normalize import Normalize, Normalized
 from .resnet import PreActResNet18, ResNet20
+from .small_cnn import SmallCNN
 from .vgg import VGG11
 from .wide_resnet import WideResNet
 
@@ -20,7 +21,7 @@ MODELS: Registry[nn.Module] = Registry("model")
 # He et al. 2016 (0.27M), Rice et al. 2020 (11.17M), the seed (~17M), Zagoruyko & Komodakis
 # 2016 and Gowal et al. 2020. tests/test_models.py checks each model within 5%.
 NOMINAL_PARAMS = {
-    "basicnet": 62_006, "resnet20": 270_000, "noisenet20": 270_000,
+    "basicnet": 62_006, "smallcnn": 219_958, "resnet20": 270_000, "noisenet20": 270_000,
     "preact_resnet18": 11_170_000, "preact_resnet18_wider": 17_000_000, "vgg11": 9_230_000,
     "wrn28_10": 36_500_000, "wrn34_10": 46_200_000, "wrn34_20": 184_500_000,
     "wrn70_16": 267_000_000,
@@ -31,6 +32,12 @@ NOMINAL_PARAMS = {
 def basicnet(num_classes: int = 10, in_channels: int = 3, image_size: int = 32) -> nn.Module:
     """The seed's Basic net (LeNet-style)."""
     return BasicNet(num_classes, in_channels, image_size)
+
+
+@MODELS.register("smallcnn")
+def smallcnn(num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> nn.Module:
+    """Two-conv CNN for 28x28 grey images (Fashion-MNIST recipes), 171k parameters."""
+    return SmallCNN(num_classes, in_channels, image_size)
 
 
 @MODELS.register("resnet20")
