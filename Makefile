@@ -9,7 +9,7 @@ BASE   := $(VENV)/.distadv-base
 FULL   := $(VENV)/.distadv-test
 ARGS   ?=
 
-.PHONY: demo test install ffcv-deps slurm-up slurm-down
+.PHONY: demo test install ffcv-deps fmnist-data slurm-up slurm-down
 
 install: $(FULL)
 
@@ -27,8 +27,14 @@ ffcv-deps:
 	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
 	    libturbojpeg0-dev libopencv-dev pkg-config g++ libgl1; fi
 
+# The real Fashion-MNIST for the tests (Debian's idx .gz files, 30 MB; make demo needs none).
+fmnist-data:
+	@if dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then echo "fashion-mnist: present"; else \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	    dataset-fashion-mnist; fi
+
 $(FULL): $(BASE) pyproject.toml
-	$(MAKE) ffcv-deps
+	$(MAKE) ffcv-deps fmnist-data
 	# DS_BUILD_OPS=0: DeepSpeed builds its few CPU ops on first use (g++, ~24 s, cached).
 	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed,ffcv,slurm]'
 	# torchattacks only for the tests' cross-checks; --no-deps because it pins an old
@@ -52,6 +58,6 @@ slurm-up:
 slurm-down:
 	slurm/local/stop.sh
 
-test: $(FULL) slurm-up
+test: $(FULL) fmnist-data slurm-up
 	# one thread per xdist worker: 2 workers on 2 cores, no oversubscription
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest tests -n 2 --durations=15 $(ARGS)

@@ -31,6 +31,7 @@ class DataConfig:
     download: bool = False      # allow torchvision to download the data set into root
     val_size: int = 200         # validation examples held out from the training set
     split_seed: int = 0         # seeds the validation split (same on every rank and resume)
+    test_size: Optional[int] = None  # the first N test examples only (quick runs; default all)
     batch_size: int = 64        # GLOBAL training batch, split evenly across processes
     eval_batch_size: int = 256  # global evaluation batch
     augment: bool = False       # random crop (pad 4) + horizontal flip on training batches
@@ -87,6 +88,20 @@ class EarlyStopConfig:
 
 
 @dataclass
+class AutoAttackCheckConfig:
+    """The end of every run: its best checkpoint attacked on the test split with the official
+    AutoAttack (budgeted), next to the run's PGD on the same examples; a PGD figure that
+    overstates robustness by more than ``tolerance`` is flagged (``distadv/eval/crosscheck.py``)."""
+
+    enabled: bool = True
+    # AutoAttack components at the standard budgets; null = the whole ``version``.
+    attacks: Optional[List[str]] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
+    version: str = "auto"           # when attacks is null: auto | standard | rand | plus
+    max_examples: int = 1000        # the first N test examples
+    tolerance: float = 0.015        # PGD may exceed AutoAttack by this much (1.5 points)
+
+
+@dataclass
 class LogConfig:
     """TensorBoard and console output (rank 0 only)."""
 
@@ -125,9 +140,11 @@ class RunConfig:
     train_attacks: Dict[str, ThreatConfig] = field(default_factory=dict)
     eval_attacks: Dict[str, ThreatConfig] = field(default_factory=dict)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    autoattack: AutoAttackCheckConfig = field(default_factory=AutoAttackCheckConfig)
     log: LogConfig = field(default_factory=LogConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
-# Sections that may differ between an interrupted run and its resume.
-RESUMABLE_SECTIONS = ("runtime", "log")
+# Sections that may differ between an interrupted run and its resume (they change how a run
+# is executed or checked, not what it trains).
+RESUMABLE_SECTIONS = ("runtime", "log", "autoattack")

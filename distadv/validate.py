@@ -7,6 +7,7 @@ import torch
 from omegaconf import DictConfig
 
 from .attacks import LOSSES, NORMS
+from .attacks.autoattack import check_components, check_version
 from .data import DATASETS
 from .errors import ConfigError
 from .models import MODELS, builder_params
@@ -47,6 +48,8 @@ def validate(cfg: DictConfig) -> None:
     d, m, o, s = cfg.data, cfg.model, cfg.optim, cfg.strategy
     _one_of("data.name", d.name, DATASETS.names())
     _check(d.val_size >= 1, f"data.val_size must be >= 1, got {d.val_size}")
+    _check(d.test_size is None or d.test_size >= 1,
+           f"data.test_size must be >= 1 (or null for the whole test split), got {d.test_size}")
     _check(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be >= 1")
     _one_of("data.loader", d.loader, ["torch", "device", "ffcv"])
     _one_of("model.name", m.name, MODELS.names())
@@ -78,6 +81,13 @@ def validate(cfg: DictConfig) -> None:
     metrics = ["natural", *cfg.eval_attacks]
     _one_of("early_stop.metric", cfg.early_stop.metric, metrics)
     _check(cfg.early_stop.patience >= 0, f"early_stop.patience must be >= 0, got {cfg.early_stop.patience}")
+    a = cfg.autoattack
+    if a.attacks is not None:
+        check_components(list(a.attacks), "autoattack.attacks")
+    check_version(a.version, "autoattack.version")
+    _check(a.max_examples >= 1, f"autoattack.max_examples must be >= 1 (test examples to "
+                                f"attack), got {a.max_examples}; autoattack.enabled=false skips the check")
+    _check(a.tolerance >= 0, f"autoattack.tolerance must be >= 0 (accuracy, e.g. 0.015), got {a.tolerance}")
     _one_of("runtime.precision", cfg.runtime.precision, ["fp32", "bf16", "fp16"])
     _one_of("log.progress", cfg.log.progress, ["auto", "always", "never"])
     _check(not cfg.runtime.sync_bn or torch.cuda.is_available(),

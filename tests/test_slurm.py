@@ -145,20 +145,26 @@ def test_demo_grid_cancel_resubmit_report(slurm, tmp_path):
     lines = [ln for ln in table.splitlines() if ln.startswith("| ")]
     assert lines[0] == "| | demo (eps=0.1) | demo (eps=0.2) |"
     assert [ln.split(" | ")[0] for ln in lines[1:]] == [
-        "| Natural examples", "| L-inf PGD attack", "| L2 PGD attack", "| L-inf FGSM attack"]
-    res = {n: json.loads((gd / n / "results.json").read_text())["test"] for n in rows}
-    for line, metric in zip(lines[1:], ["natural", "pgd_linf", "pgd_l2", "fgsm"]):
+        "| Natural examples", "| L-inf PGD attack", "| L2 PGD attack", "| L-inf FGSM attack",
+        "| L-inf AutoAttack"]                                  # the end-of-run check's row
+    full = {n: json.loads((gd / n / "results.json").read_text()) for n in rows}
+    res = {n: r["test"] for n, r in full.items()}
+    for line, metric in zip(lines[1:], ["natural", "pgd_linf", "pgd_l2", "fgsm", "aa_linf"]):
         cells = line.strip("| ").split(" | ")[1:]
         means = []
         for cell, eps in zip(cells, ["0.1", "0.2"]):
-            vals = [100 * v[metric] for n, v in res.items() if f"eps{eps}-" in n]
+            members = [n for n in res if f"eps{eps}-" in n]
+            vals = [100 * res[n][metric] for n in members]
             mean = sum(vals) / 2
             means.append(mean)
             assert cell.strip("*").startswith(f"{mean:.2f} ± ")
+            # a cell is marked exactly when a seed's AutoAttack check flagged that metric
+            assert cell.endswith("(FLAG)") == any(
+                metric in full[n]["autoattack"]["flagged"] for n in members), (cell, metric)
         best = max(means)
         assert [c.startswith("**") for c in cells] == [round(m, 2) == round(best, 2) for m in means]
     csv = (gd / "report/table.csv").read_text().splitlines()
-    assert csv[0] == "config,metric,mean_pct,std_pct,n,of" and len(csv) == 1 + 2 * 4
+    assert csv[0] == "config,metric,mean_pct,std_pct,n,of,flagged" and len(csv) == 1 + 2 * 5
     for png in ("eps.png", "curves.png"):
         assert (gd / "report" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

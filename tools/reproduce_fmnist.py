@@ -35,7 +35,7 @@ def sh(args, log) -> float:
     t0 = time.monotonic()
     with open(log, "a") as f:
         r = subprocess.run(launch_cmd(*args), stdout=f, stderr=subprocess.STDOUT, cwd=ROOT,
-                           env=cpu_env(ACCELERATE_USE_CPU="1"))
+                           env=cpu_env())
     if r.returncode != 0:
         sys.exit(f"failed ({r.returncode}): {' '.join(args)}; see {log}")
     return time.monotonic() - t0

@@ -164,5 +164,7 @@ class AutoAttack:
         finally:
             logger.removeHandler(handler)
             logger.propagate = propagate
+        if randomised:   # known, measured, and answered with EOT (rand, or EOT on APGD)
+            self.warnings -= {w for w in self.warnings if "randomized defense" in w}
         delta = self._norm.project(adv.detach().float() - x, self.eps)
         return torch.clamp(x + delta, 0.0, 1.0)

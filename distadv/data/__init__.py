@@ -68,6 +68,8 @@ def build_splits(cfg) -> Splits:
         full, test, info = DATASETS.build(cfg.name, cfg=cfg)
         val_size = cfg.val_size
     train, val = split_train_val(full, val_size, cfg.split_seed)
+    if cfg.test_size is not None and cfg.test_size < len(test):
+        test = test.subset(torch.arange(cfg.test_size))
     return Splits(train, val, test, info)
 
 

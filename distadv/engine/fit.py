@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from typing import Dict
 
 import torch
@@ -15,7 +16,8 @@ from ..strategies import build_strategy
 from . import checkpoint as ck
 from .early_stop import EarlyStopper
 from ..eval.runner import evaluate
-from ..eval.suites import seed_attacks
+from ..eval.crosscheck import crosscheck
+from ..eval.suites import reference_threat, seed_attacks
 from ..errors import RunDirError
 from .build import build_run
 from .faults import main_writes
@@ -81,6 +83,7 @@ def fit(cfg) -> Dict:
             break
         if cfg.runtime.max_epochs_per_session and epochs_this_session >= cfg.runtime.max_epochs_per_session:
             break
+        epoch_start = time.perf_counter()
         torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
         strategy = build_strategy(cfg, info.num_classes, epoch)
         train_dl.set_epoch(epoch)
@@ -96,7 +99,8 @@ def fit(cfg) -> Dict:
                                r.memory_format)
         improved = stopper.update(val[cfg.early_stop.metric], epoch + 1)
         record = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
-                  **{f"val/{k}": v for k, v in val.items()}}
+                  **{f"val/{k}": v for k, v in val.items()},
+                  "epoch_s": time.perf_counter() - epoch_start}   # train + validation
         history.append(record)
         if deepspeed:  # every rank's optimizer partition, before latest points at it
             save_partition(optimizer, p["checkpoints"], epoch + 1, rank)
@@ -124,8 +128,7 @@ def fit(cfg) -> Dict:
             "world_size": world, "precision": cfg.runtime.precision,
             "zero_stage": accelerator.state.deepspeed_plugin.zero_stage
             if uses_deepspeed(accelerator) else None}
-    return _final_test(cfg, accelerator, raw_model, attack_model, r.test_dl, val_attacks, info,
-                       stopper, history, tracker, p, dist, r.memory_format)
+    return _final_test(cfg, accelerator, r, val_attacks, stopper, history, tracker, p, dist)
 
 
 def _prepare(p, run_dir, cfg) -> None:
@@ -188,14 +191,17 @@ def _epoch_line(r: Dict) -> str:
             f"{r['train/acc']:.3f} | val {val} | {r['train/images_per_s']:.0f} img/s")
 
 
-def _final_test(cfg, accelerator, raw_model, model, test_dl, attacks, info, stopper, history,
-                tracker, p, dist, memory_format) -> Dict:
-    """Evaluate the best checkpoint once on the test split and write results.json."""
-    raw_model.load_state_dict(ck.load_weights(p["best"]))  # same tensors as ``model``'s
+def _final_test(cfg, accelerator, r, attacks, stopper, history, tracker, p, dist) -> Dict:
+    """Evaluate the best checkpoint once on the test split, cross-check it with AutoAttack
+    (``eval/crosscheck.py``) and write results.json."""
+    r.raw_model.load_state_dict(ck.load_weights(p["best"]))  # same tensors as the attack model's
     torch.manual_seed(epoch_seed(cfg.seed, 10**6, accelerator.process_index))
-    broadcast_buffers(model)
-    test, _ = evaluate(model, test_dl, attacks, accelerator, info.num_classes,
-                       memory_format=memory_format)
+    broadcast_buffers(r.attack_model)
+    start = time.perf_counter()
+    test, _ = evaluate(r.attack_model, r.test_dl, attacks, accelerator, r.splits.info.num_classes,
+                       memory_format=r.memory_format)
+    seconds = {"epochs": sum(h.get("epoch_s", 0.0) for h in history),
+               "test": time.perf_counter() - start}
     best = next(h for h in history if h["epoch"] == stopper.best_epoch)
     results = {
         "recipe": cfg.recipe, "best_epoch": stopper.best_epoch, "epochs_run": history[-1]["epoch"],
@@ -206,6 +212,7 @@ def _final_test(cfg, accelerator, raw_model, model, test_dl, attacks, info, stop
         "val_best": {k[4:]: v for k, v in best.items() if k.startswith("val/") and k != "val/count"},
         "val_examples": best["val/count"],
     }
+    results.update(_checked(cfg, accelerator, r, p, results["test"], seconds))
     main_writes(accelerator, lambda: ck.write_json(p["results"], results),
                 "rank 0 could not write results.json")
     if accelerator.is_main_process:
@@ -215,8 +222,34 @@ def _final_test(cfg, accelerator, raw_model, model, test_dl, attacks, info, stop
               "train_attacks": ",".join(flat["train_attacks"]) or "none"}
         for name, t in flat["train_attacks"].items():
             hp[f"{name}.eps"], hp[f"{name}.alpha"] = t["eps"], t["alpha"]
-        tracker.hparams(hp, {f"hparam/test_{k}": v for k, v in results["test"].items()})
+        metrics = {f"hparam/test_{k}": v for k, v in results["test"].items()}
+        metrics["hparam/flagged"] = float(bool(results["flags"]))
+        metrics.update({f"hparam/pgd_minus_{k}": v for k, v in results["autoattack"].get("gaps", {}).items()})
+        tracker.hparams(hp, metrics)
         print(results_table(results), flush=True)
     tracker.close()
     accelerator.wait_for_everyone()
     return results
+
+
+def _checked(cfg, accelerator, r, p, test: Dict, seconds: Dict) -> Dict:
+    """The AutoAttack cross-check's part of results.json: test.aa_<norm> (added to ``test``),
+    'autoattack' (what ran, on how many examples, PGD and AutoAttack there, gaps, cost),
+    'flags' (messages) and 'seconds'. A disabled check is itself a flag."""
+    if not cfg.autoattack.enabled:
+        return {"autoattack": {"enabled": False}, "seconds": seconds,
+                "flags": ["robustness not cross-checked by AutoAttack (autoattack.enabled=false)"]}
+    check = crosscheck(cfg, p["config"].parent, accelerator, r.splits)
+    seconds["autoattack"] = check["seconds"]
+    acc = check["attacks"]
+    for k, v in acc.items():
+        if k.startswith("aa_"):
+            test[k] = v
+    gaps = {k: acc[reference_threat(cfg, k[3:])[0]] - v for k, v in acc.items() if k.startswith("aa_")}
+    total = sum(seconds.values())
+    return {"autoattack": {"enabled": True, "examples": check["examples"], "attack": check["attack"],
+                           "same_examples": acc, "gaps": gaps, "tolerance": cfg.autoattack.tolerance,
+                           "flagged": [f["metric"] for f in check["flags"]],
+                           "warnings": check["warnings"], "seconds": check["seconds"],
+                           "fraction_of_run": check["seconds"] / total if total else 0.0},
+            "flags": [f["message"] for f in check["flags"]], "seconds": seconds}

@@ -15,16 +15,18 @@ from .suite_run import is_randomised, run_attacks
 from .suites import SuiteConfig, resolve
 
 
-def run_evaluation(ecfg) -> Dict:
-    """Evaluate ``ecfg.run`` with ``ecfg.suite``; returns the results dict (every rank)."""
+def run_evaluation(ecfg, accelerator=None, splits=None, show_table: bool = True) -> Dict:
+    """Evaluate ``ecfg.run`` with ``ecfg.suite``; returns the results dict (every rank).
+    The end of training passes its ``accelerator`` and in-memory ``splits`` (same results as
+    distadv/evaluate.py on the same checkpoint and examples: this is the same code)."""
     run_dir = Path(ecfg.run)
     suite = SuiteConfig(**OmegaConf.to_container(ecfg.suite, resolve=True))
     run_cfg = run_config(run_dir)
     attacks = resolve(list(suite.attacks), run_cfg, suite, ecfg.seed)   # refuse before loading
-    accelerator = make_accelerator(run_cfg)
+    accelerator = accelerator or make_accelerator(run_cfg)
     main = accelerator.is_main_process
     log = print if main else (lambda *a, **k: None)
-    run_cfg, model, loader, num_classes, ckpt = load_run(ecfg, accelerator)
+    run_cfg, model, loader, num_classes, ckpt = load_run(ecfg, accelerator, splits)
     x0 = next(iter(loader))[0].to(accelerator.device)
     randomised = is_randomised(model, x0)
     repeats = suite.repeats if randomised else 1
@@ -53,8 +55,9 @@ def run_evaluation(ecfg) -> Dict:
                "audit": checks(run_cfg, suite, res, randomised) if suite.audit else None}
     if main:
         store.save(results)
-        print(table(results), flush=True)
-        print(f"wrote {out}")
+        if show_table:
+            print(table(results), flush=True)
+        print(f"wrote {out}", flush=True)
     accelerator.wait_for_everyone()
     return results
 
@@ -67,6 +70,11 @@ def table(results: Dict) -> str:
         cell = f"{100 * r['acc']:.2f}" + (f" ± {100 * r['std']:.2f}" if len(r["runs"]) > 1 else "")
         lines.append(f"| {name} | {cell} | {r['count']} |")
     text = "\n".join(lines)
+    notes = [f"{name}: {r['attack']}" for name, r in results["attacks"].items() if r.get("attack")]
+    notes += [f"{name}: AutoAttack warns: {w}" for name, r in results["attacks"].items()
+              for w in r.get("warnings", [])]
+    if notes:
+        text += "\n\n" + "\n".join(notes)
     if results.get("audit"):
         text += "\n\n| audit check | result | detail |\n|---|---|---|\n" + "\n".join(
             f"| {c['check']} | {c['status']} | {c['detail']} |" for c in results["audit"])

@@ -2,6 +2,7 @@
 weights in a fresh model, and this rank's shard of the split."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Tuple
 
@@ -42,8 +43,9 @@ def run_config(run_dir: Path):
     return load_run_config(Path(run_dir))
 
 
-def load_run(ecfg, accelerator) -> Tuple[object, torch.nn.Module, object, int, Path]:
-    """(run config, model on the device in eval mode, this rank's loader, classes, checkpoint)."""
+def load_run(ecfg, accelerator, splits=None) -> Tuple[object, torch.nn.Module, object, int, Path]:
+    """(run config, model on the device in eval mode, this rank's loader, classes, checkpoint).
+    ``splits``: the run's data, if the caller has it in memory already (the end of training)."""
     run_dir = Path(ecfg.run)
     run_cfg = run_config(run_dir)
     if ecfg.split not in ("test", "val"):
@@ -53,8 +55,12 @@ def load_run(ecfg, accelerator) -> Tuple[object, torch.nn.Module, object, int, P
     if ecfg.batch_size:
         run_cfg.data.eval_batch_size = ecfg.batch_size
     run_cfg.data.loader = "device"   # whole split resident, sharded by rank: any training loader
-    splits = build_splits(run_cfg.data)
+    splits = splits or build_splits(run_cfg.data)
+    if ecfg.max_examples is not None and ecfg.max_examples < 1:
+        raise ConfigError(f"max_examples must be >= 1, got {ecfg.max_examples}; leave it out "
+                          "to attack the whole split")
     if ecfg.max_examples:
+        splits = copy.copy(splits)     # the caller's splits stay whole
         part = getattr(splits, ecfg.split)
         n = min(ecfg.max_examples, len(part))
         setattr(splits, ecfg.split, IndexedImages(part.images[:n], part.labels[:n]))
