@@ -55,6 +55,11 @@ def test_seed_hyperparameters():
     (["early_stop.metric=pgd_l1"], r"early_stop.metric='pgd_l1' is not valid; choose one of: natural, pgd_linf"),
     (["name=../escape"], r"not a safe run name"),
     (["runtime.precision=fp8"], r"runtime.precision='fp8' is not valid; choose one of: fp32, bf16, fp16"),
+    (["autoattack.version=strong"], r"unknown autoattack.version 'strong'; valid: auto, standard, rand, plus"),
+    (["autoattack.attacks=[apgd-ce,pgd]"], r"unknown autoattack.attacks \['pgd'\]; valid: apgd-ce, apgd-dlr, apgd-t"),
+    (["autoattack.attacks=[]"], r"unknown autoattack.attacks \(empty list\)"),
+    (["autoattack.max_examples=0"], r"autoattack.max_examples must be >= 1 .*got 0; autoattack.enabled=false skips"),
+    (["data.test_size=0"], r"data.test_size must be >= 1"),
 ])
 def test_bad_input_is_one_clear_line(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern) as info:
@@ -108,6 +113,16 @@ def test_missing_data_directory_names_path_and_flag(tmp_path, capsys):
     assert "cifar10 not found" in err and "nowhere" in err and "data.download=true" in err
     assert "data_batch_1" in err
     assert not run.exists()
+
+
+@pytest.mark.parametrize("bad", ["autoattack.version=strong", "autoattack.attacks=[fab-x]",
+                                 "autoattack.max_examples=0"])
+def test_autoattack_block_bad_input_exits_2_before_writing(tmp_path, bad):
+    proc = subprocess.run([sys.executable, str(ROOT / "distadv/train.py"), bad,
+                           f"run_dir={tmp_path / 'x'}"], capture_output=True, text=True,
+                          env=run_env(), timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("distadv: error: ") and "autoattack." in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
 
 
 def test_cli_exit_status_and_single_line(tmp_path):

@@ -190,7 +190,9 @@ def test_killed_evaluation_resumes_without_recomputing(natural_run, tmp_path):
     (["suite=seed", "suite.attacks=[natural,pgd_foo]"], "unknown attack(s) pgd_foo in suite 'seed'; valid for this run: natural, pgd_linf"),
     (["suite=seed", "suite.nope=1"], "unknown key 'suite.nope'"),
     (["suite=seed", "suite.steps=many"], "wrong type for 'suite.steps'"),
-    (["suite=autoattack", "suite.aa_components=[apgd-ce,fab-x]"], "unknown AutoAttack component(s) ['fab-x']"),
+    (["suite=autoattack", "suite.aa_components=[apgd-ce,fab-x]"], "unknown AutoAttack components ['fab-x']; valid: apgd-ce, apgd-dlr, apgd-t, fab, fab-t, square"),
+    (["suite=autoattack", "suite.aa_version=strong"], "unknown AutoAttack version 'strong'; valid: auto, standard, rand, plus"),
+    (["suite=seed", "max_examples=0"], "max_examples must be >= 1, got 0"),
     (["suite=seed", "checkpoint=nothing.safetensors"], "no checkpoint at nothing.safetensors"),
 ])
 def test_bad_input_is_one_line(args, message, natural_run):
@@ -202,3 +204,48 @@ def test_bad_input_is_one_line(args, message, natural_run):
 def test_not_a_run_directory(tmp_path):
     r = evaluate(f"run={tmp_path}", "suite=seed")
     assert r.returncode == 2 and "is not a run directory (no config.yaml)" in r.stderr
+
+
+@pytest.mark.slow
+def test_sharded_autoattack_matches_the_official_package(natural_run, tmp_path):
+    """pyautoattack's own run_standard_evaluation (one process, the first 120 test examples)
+    against distadv's sharded runner on the same examples and checkpoint. One process, one
+    batch: the same calls with the same seeds, so the per-example verdicts are identical. Two
+    processes: each rank attacks its own 60 examples, so APGD's random starts (drawn per
+    batch from the package's seed) differ and an example near the boundary may go the other
+    way; every example is still counted once, and the verdicts agree but for a few."""
+    from pyautoattack import AutoAttack as Official
+
+    from distadv.compose import load_eval_config
+    from distadv.engine.rundir import load_run_config
+    from distadv.engine.setup import make_accelerator
+    from distadv.eval.session import load_run
+
+    n = 120
+    ecfg = load_eval_config([f"run={natural_run}", "suite=autoattack", f"max_examples={n}"])
+    run_cfg, model, loader, _, _ = load_run(ecfg, make_accelerator(load_run_config(natural_run)))
+    x = torch.cat([b[0] for b in loader])
+    y = torch.cat([b[1] for b in loader])
+    assert len(x) == n
+    eps = run_cfg.eval_attacks.pgd_linf.eps
+    official = Official(model, norm="Linf", eps=eps, seed=0, version="standard")
+    x_adv, _ = official.run_standard_evaluation(x, y, batch_size=250)
+    with torch.no_grad():
+        ref = "".join(str(int(v)) for v in (model(x_adv).argmax(1) == y).tolist())
+
+    args = [f"run={natural_run}", "suite=autoattack", "suite.attacks=[aa_linf]", f"max_examples={n}"]
+    one = evaluate(*args, f"out={tmp_path / 'one.json'}")
+    assert one.returncode == 0, one.stderr[-3000:]
+    env = dict(run_env(), ACCELERATE_USE_CPU="1")
+    two = subprocess.run(launch_cmd("distadv/evaluate.py", *args, f"out={tmp_path / 'two.json'}"),
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = read(tmp_path / "one.json"), read(tmp_path / "two.json")
+    assert a["world_size"] == 1 and b["world_size"] == 2 and a["count"] == b["count"] == n
+    va, vb = a["attacks"]["aa_linf"]["verdicts"], b["attacks"]["aa_linf"]["verdicts"]
+    assert "version standard" in a["attacks"]["aa_linf"]["attack"]
+    assert va == ref                                              # one process: identical
+    differ = sum(p != q for p, q in zip(vb, ref))
+    assert len(vb) == n and differ <= 3, (differ, vb, ref)        # 2 processes
+    assert a["attacks"]["aa_linf"]["acc"] == pytest.approx(ref.count("1") / n)
+    assert 0 < ref.count("1") < n          # a model with something left to attack

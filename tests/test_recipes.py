@@ -19,7 +19,11 @@ def test_recipe_runs_one_tiny_step(recipe, tmp_path):
     cfg = load_config([f"recipe={recipe}", f"run_dir={tmp_path / recipe}", *TINY])
     results = fit(cfg)
     assert results["best_epoch"] == 1 and results["epochs_run"] == 1
-    assert set(results["test"]) == {"natural", "pgd_linf", "pgd_l2", "fgsm"}
+    # the seed's rows, plus the end-of-run AutoAttack check (L2 too for L2-trained recipes)
+    l2 = any(t.norm == "l2" for t in cfg.train_attacks.values())
+    assert set(results["test"]) == {"natural", "pgd_linf", "pgd_l2", "fgsm", "aa_linf",
+                                    *(["aa_l2"] if l2 else [])}
+    assert results["autoattack"]["enabled"] and results["autoattack"]["examples"] == 4
     on_disk = json.loads((tmp_path / recipe / "results.json").read_text())
     assert on_disk["test"] == results["test"]
     assert (tmp_path / recipe / "checkpoints" / "best.safetensors").is_file()

@@ -310,6 +310,24 @@ def test_every_seed_experiment_has_a_grid():
                for e in expand("fig2_overfit", load_grid("fig2_overfit")))
 
 
+def test_fmnist_grid_sweeps_eps_for_pgd_at_only():
+    """natural, PGD-AT and TRADES, 2 seeds, plus PGD-AT's training-eps sweep (sweep_only)."""
+    from distadv.errors import GridError
+    from distadv.grid.spec import check_elements, expand, load_grid
+    grid = load_grid("fmnist")
+    elements = expand("fmnist", grid)
+    check_elements("fmnist", elements)
+    by = lambda r: [e for e in elements if f"recipe={r}" in e.overrides]
+    assert [len(by(r)) for r in ("fmnist_natural", "fmnist_linf", "fmnist_trades")] == [2, 8, 2]
+    assert all(not e.values for e in by("fmnist_natural") + by("fmnist_trades"))
+    assert sorted({dict(e.values)["train_attacks.linf.eps"] for e in by("fmnist_linf")}) == [
+        0.05, 0.1, 0.15, 0.2]
+    assert {e.seed for e in elements} == {0, 1}
+    grid.sweep_only = ["fmnist_nope"]
+    with pytest.raises(GridError, match="sweep_only names fmnist_nope, which is not in its recipes"):
+        expand("fmnist", grid)
+
+
 @pytest.mark.slow
 def test_time_limit_requeues_and_resumes(slurm, tmp_path):
     """A 1-minute time limit with USR2 45 s before it: submitit sees a time-out (not a

@@ -43,7 +43,8 @@ def test_interrupted_and_resumed_run_ends_with_identical_weights(tmp_path, preci
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["history"] == [{**h, "train/images_per_s": a["history"][i]["train/images_per_s"],
-                             "train/epoch_s": a["history"][i]["train/epoch_s"]}
+                             "train/epoch_s": a["history"][i]["train/epoch_s"],
+                             "epoch_s": a["history"][i]["epoch_s"]}
                             for i, h in enumerate(b["history"])]
     wa, wb = load_weights(tmp_path / "full/checkpoints/best.safetensors"), \
         load_weights(tmp_path / "cut/checkpoints/best.safetensors")
@@ -78,9 +79,14 @@ def test_tensorboard_events_read_back(tmp_path):
     assert start.hparams["recipe"].string_value == "demo"
     assert start.hparams["linf.eps"].number_value == pytest.approx(0.2)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
-    assert "hparam/test_pgd_linf" in {m.name.tag for m in experiment.experiment.metric_infos}
+    tags = {m.name.tag for m in experiment.experiment.metric_infos}
+    # the AutoAttack check is in HParams too: its accuracy, the PGD - AutoAttack gap, the flag
+    assert {"hparam/test_pgd_linf", "hparam/test_aa_linf", "hparam/pgd_minus_aa_linf",
+            "hparam/flagged"} <= tags
     results = json.loads((tmp_path / "tb/results.json").read_text())
     assert abs(acc.Scalars("hparam/test_pgd_linf")[0].value - results["test"]["pgd_linf"]) < 1e-6
+    assert abs(acc.Scalars("hparam/test_aa_linf")[0].value - results["test"]["aa_linf"]) < 1e-6
+    assert acc.Scalars("hparam/flagged")[0].value == float(bool(results["flags"]))
 
 
 def _strong_pgd_accuracy(run_dir, test_set):

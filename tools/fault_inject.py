@@ -38,7 +38,16 @@ from tools.procs import (become_subreaper, cpu_env, kill_tree, launch_cmd,  # no
                          live_descendants, reap_orphans)
 
 KINDS = ["checkpoint.rotated", "eval.batch", "train.step", "checkpoint.written", "timed"]
-CLOCK_KEYS = ("train/images_per_s", "train/epoch_s")
+CLOCK_KEYS = ("train/images_per_s", "train/epoch_s", "epoch_s")
+
+
+def without_clocks(results: dict) -> dict:
+    """results.json without the wall-clock measurements (they differ between any two runs)."""
+    out = {k: v for k, v in results.items() if k != "seconds"}
+    if "autoattack" in out:
+        out["autoattack"] = {k: v for k, v in out["autoattack"].items()
+                             if k not in ("seconds", "fraction_of_run")}
+    return out
 
 
 def run(overrides, run_dir: Path, log: Path, crash_at: str = "", kill_after: float = 0.0):
@@ -63,7 +72,7 @@ def fingerprint(run_dir: Path) -> dict:
     """What must match the reference: results, best and latest weights, history."""
     latest = load_state(run_dir / "checkpoints/latest")
     history = [{k: v for k, v in h.items() if k not in CLOCK_KEYS} for h in latest["history"]]
-    return {"results": json.loads((run_dir / "results.json").read_text()),
+    return {"results": without_clocks(json.loads((run_dir / "results.json").read_text())),
             "best": load_weights(run_dir / "checkpoints/best.safetensors"),
             "latest": latest["model"], "history": history}
 
