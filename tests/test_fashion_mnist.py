@@ -137,9 +137,11 @@ def test_corrupt_archive_is_one_clear_line(tmp_path, damage):
 SHORT = ["optim.epochs=2", "runtime.max_steps_per_epoch=40", "data.val_size=500",
          "data.test_size=500", "autoattack.max_examples=200", "log.progress=never",
          "log.tensorboard=false"]
-# Measured with these settings (tools: the loop below over seeds 0-2, 2026-12-01): PGD-20
-# accuracy at eps 0.1 of PGD-AT minus natural training, on the 500 test images: MEASURED.
-MARGIN = 0.30
+# Measured with these settings over seeds 0, 1, 2 (2026-12-01, AVX2 CPU): PGD-20 accuracy at
+# eps 0.1 of PGD-AT minus natural training on the 500 test images: 0.356, 0.240, 0.368
+# (AutoAttack APGD-CE + APGD-T on 200: 0.385, 0.225, 0.335). The test asserts a margin that
+# held on every seed, with room below the smallest.
+MARGIN = 0.15
 
 
 @pytest.mark.slow
@@ -152,4 +154,4 @@ def test_short_pgd_at_beats_natural_training_under_pgd(tmp_path):
     nat, at = res["fmnist_natural"]["test"], res["fmnist_linf"]["test"]
     assert res["fmnist_linf"]["test_examples"] == 500 and nat["natural"] > 0.6
     assert at["pgd_linf"] - nat["pgd_linf"] >= MARGIN, (at, nat)
-    assert at["aa_linf"] - nat["aa_linf"] >= MARGIN - 0.05, (at, nat)   # AutoAttack agrees
+    assert at["aa_linf"] - nat["aa_linf"] >= MARGIN, (at, nat)          # AutoAttack agrees

@@ -169,7 +169,7 @@ def test_checkpoint_of_another_architecture_lists_the_keys(tmp_path, capsys):
     capsys.readouterr()
     assert train(run) == 2
     err = errors(capsys.readouterr().err)
-    assert len(err) == 1 and "does not fit the run's model (BasicNet)" in err[0]
+    assert len(err) == 1 and "does not fit the run's model (SmallCNN)" in err[0]
     assert "missing keys [net." in err[0] and "unexpected keys [net." in err[0]
     from distadv.evaluate import main as evaluate
     assert evaluate([f"run={run}", "suite=seed", f"checkpoint={other / 'checkpoints/best.safetensors'}"]) == 2

@@ -23,7 +23,7 @@ def test_recipe_runs_one_tiny_step(recipe, tmp_path):
     l2 = any(t.norm == "l2" for t in cfg.train_attacks.values())
     assert set(results["test"]) == {"natural", "pgd_linf", "pgd_l2", "fgsm", "aa_linf",
                                     *(["aa_l2"] if l2 else [])}
-    assert results["autoattack"]["enabled"] and results["autoattack"]["examples"] == 4
+    assert results["autoattack"]["enabled"] and results["autoattack"]["examples"] == results["test_examples"]
     on_disk = json.loads((tmp_path / recipe / "results.json").read_text())
     assert on_disk["test"] == results["test"]
     assert (tmp_path / recipe / "checkpoints" / "best.safetensors").is_file()

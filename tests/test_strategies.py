@@ -81,7 +81,8 @@ def test_trades_loss_is_ce_plus_beta_kl(trained_digits_model, digits):
 def test_eps_warmup_ramps_training_eps_then_holds():
     from distadv.compose import load_config
     from distadv.strategies import build_strategy
-    cfg = load_config(["recipe=demo", "strategy.eps_warmup_epochs=4"])
+    cfg = load_config(["recipe=demo", "strategy.eps_warmup_epochs=4", "train_attacks.linf.eps=0.2",
+                       "train_attacks.linf.alpha=0.05"])
     eps = [build_strategy(cfg, 10, e).attack.eps for e in range(6)]
     assert eps == pytest.approx([0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
     alpha = build_strategy(cfg, 10, 0).attack.alpha

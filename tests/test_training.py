@@ -14,7 +14,7 @@ from distadv.compose import load_config
 from distadv.engine.checkpoint import load_state, load_weights
 from distadv.engine.fit import fit
 from distadv.models import create_model
-from tests.conftest import ROOT, run_env
+from tests.conftest import DEMO_EPS02, ROOT, run_env
 from tools.procs import launch_cmd
 
 QUIET = ["log.progress=never"]
@@ -77,7 +77,8 @@ def test_tensorboard_events_read_back(tmp_path):
     start = plugin_data_pb2.HParamsPluginData.FromString(
         content["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["recipe"].string_value == "demo"
-    assert start.hparams["linf.eps"].number_value == pytest.approx(0.2)
+    demo_eps = load_config(["recipe=demo"]).train_attacks.linf.eps
+    assert start.hparams["linf.eps"].number_value == pytest.approx(demo_eps)
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     tags = {m.name.tag for m in experiment.experiment.metric_infos}
     # the AutoAttack check is in HParams too: its accuracy, the PGD - AutoAttack gap, the flag
@@ -111,9 +112,9 @@ def _strong_pgd_accuracy(run_dir, test_set):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, seed):
-    at = _run(tmp_path / "at", f"seed={seed}")
+    at = _run(tmp_path / "at", f"seed={seed}", *DEMO_EPS02)     # the settings measured above
     nat = _run(tmp_path / "nat", f"seed={seed}", "strategy.name=natural",
-               "early_stop.metric=natural")
+               "early_stop.metric=natural", *DEMO_EPS02)
     assert nat["test"]["natural"] > 0.9 and at["test"]["natural"] > 0.85
     assert at["test"]["pgd_linf"] - nat["test"]["pgd_linf"] > 0.4
     strong_nat = _strong_pgd_accuracy(tmp_path / "nat", digits[1])
