@@ -184,7 +184,8 @@ def test_preemption_and_requeue_resume_exactly(slurm, tmp_path):
     env = env_with(recipes)
     dirs = {k: tmp_path / k for k in ("plain", "usr2", "requeue")}
     for d in dirs.values():
-        r = submit("grid=one", "cluster=local", f"grid_dir={d}", "optim.epochs=8", env=env)
+        r = submit("grid=one", "cluster=local", f"grid_dir={d}", "optim.epochs=8",
+                   "model.name=basicnet", env=env)     # the epoch cost the waits were set for
         assert r.returncode == 0, r.stderr
     name = "00-demo-s3"
     jobs = {k: last_jobs(d)[name] for k, d in dirs.items()}
@@ -336,7 +337,8 @@ def test_time_limit_requeues_and_resumes(slurm, tmp_path):
     recipes = recipes_with(tmp_path, {"one": "recipes: [demo]\nseeds: [5]\n"})
     env = env_with(recipes)
     slow, plain = tmp_path / "slow", tmp_path / "plain"
-    common = ["grid=one", "cluster=local", "optim.epochs=14"]
+    # BasicNet: the epoch cost these timings were measured with (the demo's SmallCNN is ~3x slower)
+    common = ["grid=one", "cluster=local", "optim.epochs=14", "model.name=basicnet"]
     r = submit(*common, f"grid_dir={slow}", "cluster.time_min=1", "cluster.signal_delay_s=45",
                "cluster.max_requeues=20", env=env)
     assert r.returncode == 0, r.stderr
