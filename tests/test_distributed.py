@@ -21,7 +21,10 @@ from tools.procs import launch_cmd
 pytestmark = pytest.mark.slow
 deepspeed = pytest.importorskip("deepspeed", reason="pip install .[deepspeed]")
 
-SHORT = ["recipe=demo", "optim.epochs=1", "runtime.max_steps_per_epoch=3",
+# BasicNet, the model the 1e-6 agreement was measured on: with the demo's SmallCNN, DDP's NHWC
+# and DeepSpeed's NCHW convolutions round differently and PGD's sign() turns that into whole
+# alpha steps (measured: 2e-4 after 3 adversarial steps).
+SHORT = ["recipe=demo", "model.name=basicnet", "optim.epochs=1", "runtime.max_steps_per_epoch=3",
          "train_attacks.linf.random_start=false", "early_stop.patience=0", "log.progress=never"]
 
 
