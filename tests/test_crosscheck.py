@@ -58,7 +58,9 @@ def test_honest_demo_gets_no_flag_and_equals_evaluate_py(demo_run, tmp_path):
         assert ev[k]["acc"] == check["same_examples"][k] == mine[k]["acc"]
         assert ev[k]["verdicts"] == mine[k]["verdicts"] and len(ev[k]["verdicts"]) == 359
     assert res["test"]["aa_linf"] == ev["aa_linf"]["acc"]
-    assert res["test"]["pgd_linf"] == ev["pgd_linf"]["acc"]   # the whole test split is <= 1000
+    # The table's PGD row is the final test's own run (training's seeds): another random start
+    # on the same 359 examples, so it may differ by a few examples (README: check cost).
+    assert abs(res["test"]["pgd_linf"] - ev["pgd_linf"]["acc"]) <= 5 / 359
 
 
 class Quantised(nn.Module):
