@@ -62,8 +62,10 @@ def read(path):
 
 @pytest.mark.slow
 def test_autoattack_is_not_weaker_than_pgd_on_the_adversarially_trained_model(at_run):
+    # APGD-CE + APGD-T at the package's 100 iterations: SMALL's 10 made AutoAttack weaker than
+    # the demo's PGD-20 by one example of 120 (measured), which says nothing about AutoAttack.
     r = evaluate(f"run={at_run}", "suite=autoattack", "suite.attacks=[natural,pgd_linf,aa_linf]",
-                 *SMALL)
+                 *SMALL, "suite.aa_steps=100", "suite.aa_components=[apgd-ce,apgd-t]")
     assert r.returncode == 0, r.stderr[-3000:]
     res = read(at_run / "eval/autoattack.json")
     acc = {k: v["acc"] for k, v in res["attacks"].items()}
