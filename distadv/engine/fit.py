@@ -17,7 +17,7 @@ from . import checkpoint as ck
 from .early_stop import EarlyStopper
 from ..eval.runner import evaluate
 from ..eval.crosscheck import crosscheck
-from ..eval.suites import reference_threat, seed_attacks
+from ..eval.suites import seed_attacks
 from ..errors import RunDirError
 from .build import build_run
 from .faults import main_writes
@@ -245,7 +245,7 @@ def _checked(cfg, accelerator, r, p, test: Dict, seconds: Dict) -> Dict:
     for k, v in acc.items():
         if k.startswith("aa_"):
             test[k] = v
-    gaps = {k: acc[reference_threat(cfg, k[3:])[0]] - v for k, v in acc.items() if k.startswith("aa_")}
+    gaps = check["gaps"]
     total = sum(seconds.values())
     return {"autoattack": {"enabled": True, "examples": check["examples"], "attack": check["attack"],
                            "same_examples": acc, "gaps": gaps, "tolerance": cfg.autoattack.tolerance,

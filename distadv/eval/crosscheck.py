@@ -74,7 +74,10 @@ def crosscheck(cfg, run_dir: Path, accelerator, splits) -> Dict:
         out=str(Path(run_dir) / "eval" / "autoattack_check.json")))
     res = run_evaluation(ecfg, accelerator, splits, show_table=False)
     attacks = res["attacks"]
+    gaps = {f"aa_{n}": attacks[reference_threat(cfg, n)[0]]["acc"] - attacks[f"aa_{n}"]["acc"]
+            for n in checked_norms(cfg)}      # PGD minus AutoAttack, per checked norm
     return {"examples": res["count"], "attacks": {k: v["acc"] for k, v in attacks.items()},
+            "gaps": gaps,
             "attack": next(v["attack"] for k, v in attacks.items() if k.startswith("aa_")),
             "warnings": sorted({w for v in attacks.values() for w in v.get("warnings", [])}),
             "flags": flags_of(cfg, attacks), "seconds": time.perf_counter() - start}
