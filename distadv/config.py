@@ -31,6 +31,7 @@ class DataConfig:
     download: bool = False      # allow torchvision to download the data set into root
     val_size: int = 200         # validation examples held out from the training set
     split_seed: int = 0         # seeds the validation split (same on every rank and resume)
+    image_size: Optional[int] = None  # digits only: 8 (the native scans), 16, 24 or 32 (default)
     test_size: Optional[int] = None  # the first N test examples only (quick runs; default all)
     batch_size: int = 64        # GLOBAL training batch, split evenly across processes
     eval_batch_size: int = 256  # global evaluation batch
@@ -98,6 +99,10 @@ class AutoAttackCheckConfig:
     attacks: Optional[List[str]] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
     version: str = "auto"           # when attacks is null: auto | standard | rand | plus
     max_examples: int = 1000        # the first N test examples
+    # Budget changes (null = the package's: 100 iterations, 9 targets); named in the output,
+    # for smoke tests and quick looks, never for a number to quote.
+    steps: Optional[int] = None
+    target_classes: Optional[int] = None
     tolerance: float = 0.015        # PGD may exceed AutoAttack by this much (1.5 points)
 
 

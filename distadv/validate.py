@@ -8,9 +8,10 @@ from omegaconf import DictConfig
 
 from .attacks import LOSSES, NORMS
 from .attacks.autoattack import check_components, check_version
-from .data import DATASETS
+from .data import DATASETS, SHAPES
+from .data.digits import SIZES as DIGITS_SIZES
 from .errors import ConfigError
-from .models import MODELS, builder_params
+from .models import MODELS, builder_params, create_model
 from .strategies import STRATEGIES, THREAT_COUNT
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
@@ -39,6 +40,20 @@ def validate_threat(key: str, t: DictConfig) -> None:
     _one_of(f"{key}.bn_mode", t.bn_mode, ["eval", "train"])
 
 
+def _check_model_fits(d, m) -> None:
+    """The model must accept the data set's image size (BasicNet needs >= 16 pixels, so
+    digits at 8x8 is refused). Built on the meta device: no memory, no time, even for a WRN."""
+    classes, channels, side = SHAPES[d.name]
+    side = d.image_size or side
+    try:
+        with torch.device("meta"):
+            create_model(m.name, classes, channels, image_size=side,
+                         **({"width": m.width} if m.width is not None else {}))
+    except ValueError as exc:
+        raise ConfigError(f"model.name={m.name} does not fit {d.name} at {side}x{side}: {exc}; "
+                          "choose another model.name or a larger data.image_size") from None
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid value in ``cfg`` (a composed RunConfig)."""
     for key in ("name", "recipe"):
@@ -50,6 +65,11 @@ def validate(cfg: DictConfig) -> None:
     _check(d.val_size >= 1, f"data.val_size must be >= 1, got {d.val_size}")
     _check(d.test_size is None or d.test_size >= 1,
            f"data.test_size must be >= 1 (or null for the whole test split), got {d.test_size}")
+    _check(d.image_size is None or d.name == "digits",
+           f"data.image_size is only for digits, not '{d.name}'; remove data.image_size")
+    _check(d.image_size is None or d.image_size in DIGITS_SIZES,
+           f"data.image_size must be one of {', '.join(map(str, DIGITS_SIZES))} (multiples of the "
+           f"native 8x8), got {d.image_size}")
     _check(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be >= 1")
     _one_of("data.loader", d.loader, ["torch", "device", "ffcv"])
     _one_of("model.name", m.name, MODELS.names())
@@ -57,6 +77,7 @@ def validate(cfg: DictConfig) -> None:
            f"model.width is only for preact_resnet18, not '{m.name}'; remove model.width")
     _check(m.width is None or m.width > 0, f"model.width must be > 0, got {m.width}")
     _check(m.input_noise >= 0, f"model.input_noise must be >= 0, got {m.input_noise}")
+    _check_model_fits(d, m)
     _check(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
     _check(o.lr > 0, f"optim.lr must be > 0, got {o.lr}")
     _check(0 <= o.momentum < 1, f"optim.momentum must be in [0, 1), got {o.momentum}")
@@ -87,6 +108,9 @@ def validate(cfg: DictConfig) -> None:
     check_version(a.version, "autoattack.version")
     _check(a.max_examples >= 1, f"autoattack.max_examples must be >= 1 (test examples to "
                                 f"attack), got {a.max_examples}; autoattack.enabled=false skips the check")
+    for key in ("steps", "target_classes"):
+        _check(a[key] is None or a[key] >= 1, f"autoattack.{key} must be >= 1 (or null for the "
+                                               f"package's budget), got {a[key]}")
     _check(a.tolerance >= 0, f"autoattack.tolerance must be >= 0 (accuracy, e.g. 0.015), got {a.tolerance}")
     _one_of("runtime.precision", cfg.runtime.precision, ["fp32", "bf16", "fp16"])
     _one_of("log.progress", cfg.log.progress, ["auto", "always", "never"])

@@ -54,6 +54,11 @@ def trained_digits_model(digits):
 # thresholds were measured on it pin it, so they keep testing what was measured.
 from tools.reproduce_small import DEMO_EPS02  # noqa: E402
 
+# Every run ends with the AutoAttack check (tests/test_crosscheck.py tests it). Tests about
+# something else skip it on robust models, where it costs more than the training (APGD-T: 900
+# steps per example still standing): the reason CI once ran past its limit.
+NO_CHECK = ["autoattack.enabled=false"]
+
 
 def run_env(threads: int = 1) -> dict:
     """Environment for subprocess runs: one thread per process, repo on the path."""

@@ -60,6 +60,11 @@ def test_seed_hyperparameters():
     (["autoattack.attacks=[]"], r"unknown autoattack.attacks \(empty list\)"),
     (["autoattack.max_examples=0"], r"autoattack.max_examples must be >= 1 .*got 0; autoattack.enabled=false skips"),
     (["data.test_size=0"], r"data.test_size must be >= 1"),
+    (["autoattack.steps=0"], r"autoattack.steps must be >= 1 \(or null for the package's budget\), got 0"),
+    (["autoattack.steps=0"], r"autoattack.steps must be >= 1 \(or null for the package's budget\), got 0"),
+    (["data.image_size=12"], r"data.image_size must be one of 8, 16, 24, 32 \(multiples of the native 8x8\), got 12"),
+    (["recipe=fmnist_linf", "data.image_size=8"], r"data.image_size is only for digits, not 'fashion_mnist'; remove data.image_size"),
+    (["model.name=basicnet"], r"model.name=basicnet does not fit digits at 8x8: BasicNet needs images of at least 16 pixels.*larger data.image_size"),
 ])
 def test_bad_input_is_one_clear_line(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern) as info:

@@ -19,6 +19,21 @@ def test_digits_shape_range_and_fixed_test_split(digits):
     assert x.shape == (1, 32, 32) and 0 <= int(y) < 10 and i == 5
 
 
+def test_digits_native_size_is_the_scans_and_32_is_their_nearest_upsampling(digits):
+    from sklearn.datasets import load_digits
+    from distadv.compose import load_config
+    from distadv.data import build_splits
+    from distadv.data.digits import digits_train_test
+    train8, test8 = digits_train_test(8)
+    assert train8.images.shape[1:] == (1, 8, 8) and torch.equal(test8.labels, digits[1].labels)
+    scans = torch.tensor(load_digits().images, dtype=torch.float32) / 16
+    assert any(torch.equal(test8.images[0, 0], s) for s in scans)     # the real pixels, exact
+    up = test8.images.repeat_interleave(4, dim=2).repeat_interleave(4, dim=3)
+    assert torch.equal(up, digits[1].images)                          # 32 = each pixel 4x4
+    splits = build_splits(load_config(["recipe=demo"]).data)           # the demo's data: 8x8
+    assert splits.info.image_size == 8 and splits.train.images.shape[1:] == (1, 8, 8)
+
+
 def test_validation_split_is_seeded_disjoint_and_complete():
     full = IndexedImages(torch.arange(100.0).view(100, 1, 1, 1), torch.arange(100) % 10)
     tr1, va1 = split_train_val(full, 20, seed=3)

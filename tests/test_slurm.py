@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import ROOT, run_env
+from conftest import NO_CHECK, ROOT, run_env
 
 from distadv.grid.status import ACTIVE
 
@@ -184,8 +184,9 @@ def test_preemption_and_requeue_resume_exactly(slurm, tmp_path):
     env = env_with(recipes)
     dirs = {k: tmp_path / k for k in ("plain", "usr2", "requeue")}
     for d in dirs.values():
+        # BasicNet at 32x32: the epoch cost the waits were set for; no end-of-run check
         r = submit("grid=one", "cluster=local", f"grid_dir={d}", "optim.epochs=8",
-                   "model.name=basicnet", env=env)     # the epoch cost the waits were set for
+                   "model.name=basicnet", "data.image_size=32", *NO_CHECK, env=env)
         assert r.returncode == 0, r.stderr
     name = "00-demo-s3"
     jobs = {k: last_jobs(d)[name] for k, d in dirs.items()}
@@ -338,7 +339,8 @@ def test_time_limit_requeues_and_resumes(slurm, tmp_path):
     env = env_with(recipes)
     slow, plain = tmp_path / "slow", tmp_path / "plain"
     # BasicNet: the epoch cost these timings were measured with (the demo's SmallCNN is ~3x slower)
-    common = ["grid=one", "cluster=local", "optim.epochs=14", "model.name=basicnet"]
+    common = ["grid=one", "cluster=local", "optim.epochs=14", "model.name=basicnet",
+              "data.image_size=32", *NO_CHECK]
     r = submit(*common, f"grid_dir={slow}", "cluster.time_min=1", "cluster.signal_delay_s=45",
                "cluster.max_requeues=20", env=env)
     assert r.returncode == 0, r.stderr

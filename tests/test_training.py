@@ -14,7 +14,7 @@ from distadv.compose import load_config
 from distadv.engine.checkpoint import load_state, load_weights
 from distadv.engine.fit import fit
 from distadv.models import create_model
-from tests.conftest import DEMO_EPS02, ROOT, run_env
+from tests.conftest import DEMO_EPS02, NO_CHECK, ROOT, run_env
 from tools.procs import launch_cmd
 
 QUIET = ["log.progress=never"]
@@ -112,9 +112,9 @@ def _strong_pgd_accuracy(run_dir, test_set):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, seed):
-    at = _run(tmp_path / "at", f"seed={seed}", *DEMO_EPS02)     # the settings measured above
+    at = _run(tmp_path / "at", f"seed={seed}", *DEMO_EPS02, *NO_CHECK)  # the settings measured above
     nat = _run(tmp_path / "nat", f"seed={seed}", "strategy.name=natural",
-               "early_stop.metric=natural", *DEMO_EPS02)
+               "early_stop.metric=natural", *DEMO_EPS02, *NO_CHECK)
     assert nat["test"]["natural"] > 0.9 and at["test"]["natural"] > 0.85
     assert at["test"]["pgd_linf"] - nat["test"]["pgd_linf"] > 0.4
     strong_nat = _strong_pgd_accuracy(tmp_path / "nat", digits[1])

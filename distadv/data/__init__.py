@@ -21,10 +21,11 @@ DEFAULT_ROOTS = {"cifar10": "data", "cifar100": "data", "fashion_mnist": "/usr/s
 
 @DATASETS.register("digits")
 def _digits(cfg):
-    train, test = digits_train_test()
+    size = cfg.image_size or SHAPES["digits"][2]
+    train, test = digits_train_test(size)
     mean = train.images.mean(dim=(0, 2, 3)).tolist()
     std = train.images.std(dim=(0, 2, 3)).tolist()
-    return train, test, DataInfo(10, 1, 32, mean, std)
+    return train, test, DataInfo(10, 1, size, mean, std)
 
 
 def data_root(cfg) -> str:
@@ -50,9 +51,11 @@ DATASETS.register("cifar10")(_cifar("cifar10"))
 DATASETS.register("cifar100")(_cifar("cifar100"))
 
 
-def synthetic(name: str, n: int, seed: int = 0) -> tuple[IndexedImages, IndexedImages, DataInfo]:
-    """Random uint8 images and labels of data set ``name``'s shape (smoke tests)."""
+def synthetic(name: str, n: int, seed: int = 0, size: int | None = None) -> tuple[IndexedImages, IndexedImages, DataInfo]:
+    """Random uint8 images and labels of data set ``name``'s shape (smoke tests); ``size``
+    overrides its side (digits' ``data.image_size``)."""
     classes, ch, s = SHAPES[name]
+    s = size or s
     g = torch.Generator().manual_seed(seed)
     make = lambda: IndexedImages(torch.randint(0, 256, (n, ch, s, s), generator=g, dtype=torch.uint8),
                                  torch.randint(0, classes, (n,), generator=g))
@@ -62,7 +65,7 @@ def synthetic(name: str, n: int, seed: int = 0) -> tuple[IndexedImages, IndexedI
 def build_splits(cfg) -> Splits:
     """Load ``cfg.name`` (a DataConfig) and hold out the validation split."""
     if cfg.synthetic:
-        full, test, info = synthetic(cfg.name, 2 * cfg.synthetic_size)
+        full, test, info = synthetic(cfg.name, 2 * cfg.synthetic_size, size=cfg.image_size)
         val_size = min(cfg.val_size, cfg.synthetic_size)
     else:
         full, test, info = DATASETS.build(cfg.name, cfg=cfg)
