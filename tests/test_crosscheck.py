@@ -83,7 +83,9 @@ def quantised_model(monkeypatch):
 
 @pytest.mark.slow
 def test_gradient_masked_model_is_flagged(quantised_model, tmp_path, capsys):
-    cfg = load_config(["recipe=demo", f"model.name={quantised_model}", "strategy.name=natural",
+    # Quantised wraps BasicNet (>= 16 pixels): the 32x32 digits
+    cfg = load_config(["recipe=demo", f"model.name={quantised_model}", "data.image_size=32",
+                       "strategy.name=natural",
                        "strategy.eps_warmup_epochs=0", "early_stop.metric=natural",
                        "optim.epochs=3", "log.progress=never", "log.tensorboard=false",
                        f"run_dir={tmp_path / 'q'}"])

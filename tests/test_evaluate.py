@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import NO_CHECK, ROOT, run_env
+from conftest import DEMO_EPS02, NO_CHECK, ROOT, run_env
 
 from tools.procs import launch_cmd
 
@@ -44,7 +44,9 @@ def at_run(tmp_path_factory):
 def natural_run(tmp_path_factory):
     """Natural training of BasicNet (the model these checks were measured on), evaluated at
     eps 0.05 where its accuracy is neither 0 nor 100%."""
-    return train(tmp_path_factory, "nat", "model.name=basicnet", "data.image_size=32",
+    # NO_CHECK: its end-of-run AutoAttack (57 s) is no subject here; the official package
+    # against the sharded runner is tested on it below
+    return train(tmp_path_factory, "nat", "model.name=basicnet", "data.image_size=32", *NO_CHECK,
                  "strategy.name=natural", "optim.epochs=4",
                  "eval_attacks.pgd_linf.eps=0.05", "eval_attacks.pgd_linf.alpha=0.0125",
                  "eval_attacks.fgsm.eps=0.05", "eval_attacks.fgsm.alpha=0.05",
@@ -78,10 +80,12 @@ def test_autoattack_is_not_weaker_than_pgd_on_the_adversarially_trained_model(at
 
 @pytest.mark.slow
 def test_eot_pgd_is_not_weaker_than_pgd_on_a_noise_injection_model(tmp_path_factory):
-    # no end-of-run check: on a randomised model it is EOT-20 AutoAttack, minutes for a test
-    # about EOT-PGD against PGD
+    # The old demo (BasicNet, 32x32, eps 0.2), where this order was measured. On the 8x8
+    # SmallCNN demo with the same noise, EOT-4 PGD left MORE standing than PGD (68.6 vs 63.3 %,
+    # 120 examples, 3 repeats): a finding for the README, not something this test can assert.
+    # No end-of-run check: on a randomised model it is EOT-20 AutoAttack, minutes.
     run = train(tmp_path_factory, "noise", "model.input_noise=0.2", "optim.epochs=4",
-                "optim.milestones=[3]", *NO_CHECK)
+                "optim.milestones=[3]", *DEMO_EPS02, *NO_CHECK)
     r = evaluate(f"run={run}", "suite=eot", "suite.attacks=[natural,pgd_linf,eot_pgd_linf]",
                  *SMALL)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -214,10 +218,10 @@ def test_not_a_run_directory(tmp_path):
 
 @pytest.mark.slow
 def test_sharded_autoattack_matches_the_official_package(natural_run, tmp_path):
-    """pyautoattack's own run_standard_evaluation (one process, the first 120 test examples)
+    """pyautoattack's own run_standard_evaluation (one process, the first 60 test examples)
     against distadv's sharded runner on the same examples and checkpoint. One process, one
     batch: the same calls with the same seeds, so the per-example verdicts are identical. Two
-    processes: each rank attacks its own 60 examples, so APGD's random starts (drawn per
+    processes: each rank attacks its own 30 examples, so APGD's random starts (drawn per
     batch from the package's seed) differ and an example near the boundary may go the other
     way; every example is still counted once, and the verdicts agree but for a few."""
     from pyautoattack import AutoAttack as Official
@@ -227,7 +231,9 @@ def test_sharded_autoattack_matches_the_official_package(natural_run, tmp_path):
     from distadv.engine.setup import make_accelerator
     from distadv.eval.session import load_run
 
-    n = 120
+    # 60 examples and Square at 1,000 queries, on both sides alike (the package's 5,000 on 120
+    # examples made this one test 6 minutes, three full AutoAttacks of a BasicNet)
+    n, queries = 60, 1000
     ecfg = load_eval_config([f"run={natural_run}", "suite=autoattack", f"max_examples={n}"])
     run_cfg, model, loader, _, _ = load_run(ecfg, make_accelerator(load_run_config(natural_run)))
     x = torch.cat([b[0] for b in loader])
@@ -235,11 +241,13 @@ def test_sharded_autoattack_matches_the_official_package(natural_run, tmp_path):
     assert len(x) == n
     eps = run_cfg.eval_attacks.pgd_linf.eps
     official = Official(model, norm="Linf", eps=eps, seed=0, version="standard")
+    official.square.n_queries = queries
     x_adv, _ = official.run_standard_evaluation(x, y, batch_size=250)
     with torch.no_grad():
         ref = "".join(str(int(v)) for v in (model(x_adv).argmax(1) == y).tolist())
 
-    args = [f"run={natural_run}", "suite=autoattack", "suite.attacks=[aa_linf]", f"max_examples={n}"]
+    args = [f"run={natural_run}", "suite=autoattack", "suite.attacks=[aa_linf]", f"max_examples={n}",
+            f"suite.aa_square_queries={queries}"]
     one = evaluate(*args, f"out={tmp_path / 'one.json'}")
     assert one.returncode == 0, one.stderr[-3000:]
     env = dict(run_env(), ACCELERATE_USE_CPU="1")
@@ -249,7 +257,8 @@ def test_sharded_autoattack_matches_the_official_package(natural_run, tmp_path):
     a, b = read(tmp_path / "one.json"), read(tmp_path / "two.json")
     assert a["world_size"] == 1 and b["world_size"] == 2 and a["count"] == b["count"] == n
     va, vb = a["attacks"]["aa_linf"]["verdicts"], b["attacks"]["aa_linf"]["verdicts"]
-    assert "version standard" in a["attacks"]["aa_linf"]["attack"]
+    assert "version standard; CHANGED from the package's budgets: square_queries 5000 -> 1000" \
+        in a["attacks"]["aa_linf"]["attack"]
     assert va == ref                                              # one process: identical
     differ = sum(p != q for p, q in zip(vb, ref))
     assert len(vb) == n and differ <= 3, (differ, vb, ref)        # 2 processes
