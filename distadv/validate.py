@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from .attacks import LOSSES, NORMS
 from .attacks.autoattack import check_components, check_version
-from .data import DATASETS, SHAPES
+from .data import DATASETS, SHAPES, image_side
 from .data.digits import SIZES as DIGITS_SIZES
 from .errors import ConfigError
 from .models import MODELS, builder_params, create_model
@@ -43,8 +43,8 @@ def validate_threat(key: str, t: DictConfig) -> None:
 def _check_model_fits(d, m) -> None:
     """The model must accept the data set's image size (BasicNet needs >= 16 pixels, so
     digits at 8x8 is refused). Built on the meta device: no memory, no time, even for a WRN."""
-    classes, channels, side = SHAPES[d.name]
-    side = d.image_size or side
+    classes, channels, _ = SHAPES[d.name]
+    side = image_side(d)
     try:
         with torch.device("meta"):
             create_model(m.name, classes, channels, image_size=side,

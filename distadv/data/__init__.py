@@ -21,11 +21,16 @@ DEFAULT_ROOTS = {"cifar10": "data", "cifar100": "data", "fashion_mnist": "/usr/s
 
 @DATASETS.register("digits")
 def _digits(cfg):
-    size = cfg.image_size or SHAPES["digits"][2]
+    size = image_side(cfg)
     train, test = digits_train_test(size)
     mean = train.images.mean(dim=(0, 2, 3)).tolist()
     std = train.images.std(dim=(0, 2, 3)).tolist()
     return train, test, DataInfo(10, 1, size, mean, std)
+
+
+def image_side(cfg) -> int:
+    """The side of ``cfg.name``'s images: ``data.image_size`` (digits), else its native one."""
+    return cfg.image_size or SHAPES[cfg.name][2]
 
 
 def data_root(cfg) -> str:
@@ -53,7 +58,7 @@ DATASETS.register("cifar100")(_cifar("cifar100"))
 
 def synthetic(name: str, n: int, seed: int = 0, size: int | None = None) -> tuple[IndexedImages, IndexedImages, DataInfo]:
     """Random uint8 images and labels of data set ``name``'s shape (smoke tests); ``size``
-    overrides its side (digits' ``data.image_size``)."""
+    overrides its side (``image_side``)."""
     classes, ch, s = SHAPES[name]
     s = size or s
     g = torch.Generator().manual_seed(seed)
@@ -65,7 +70,7 @@ def synthetic(name: str, n: int, seed: int = 0, size: int | None = None) -> tupl
 def build_splits(cfg) -> Splits:
     """Load ``cfg.name`` (a DataConfig) and hold out the validation split."""
     if cfg.synthetic:
-        full, test, info = synthetic(cfg.name, 2 * cfg.synthetic_size, size=cfg.image_size)
+        full, test, info = synthetic(cfg.name, 2 * cfg.synthetic_size, size=image_side(cfg))
         val_size = min(cfg.val_size, cfg.synthetic_size)
     else:
         full, test, info = DATASETS.build(cfg.name, cfg=cfg)
@@ -76,5 +81,5 @@ def build_splits(cfg) -> Splits:
     return Splits(train, val, test, info)
 
 
-__all__ = ["DATASETS", "SHAPES", "DEFAULT_ROOTS", "build_splits", "data_root", "Splits", "DataInfo", "IndexedImages",
+__all__ = ["DATASETS", "SHAPES", "DEFAULT_ROOTS", "build_splits", "data_root", "image_side", "Splits", "DataInfo", "IndexedImages",
            "random_crop_flip", "split_train_val", "synthetic"]
