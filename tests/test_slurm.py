@@ -127,7 +127,9 @@ def test_demo_grid_cancel_resubmit_report(slurm, tmp_path):
     assert rows[victim]["state"] == "CANCELLED" and not rows[victim]["finished"]
     for name, row in rows.items():
         if name != victim:
-            assert row["state"] == "COMPLETED" and row["finished"] and row["epoch"] == 3
+            err = gd / ".submitit" / f"{jobs[name]}_0_log.err"
+            tail = err.read_text()[-3000:] if err.is_file() else "(no log)"
+            assert row["state"] == "COMPLETED" and row["finished"] and row["epoch"] == 3, tail
             assert row["best"] is not None and 1 <= row["best_epoch"] <= 3
 
     r = submit(*args, "wait=true")
