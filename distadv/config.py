@@ -1,7 +1,7 @@
 """The typed run configuration (dataclasses = the schema Hydra validates overrides against)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Dict, List, Optional
 
 
@@ -130,8 +130,8 @@ class RuntimeConfig:
 
 
 @dataclass
-class RunConfig:
-    """Everything a run needs. ``recipe`` names the YAML in recipes/recipe/ it came from."""
+class BaseRunConfig:
+    """The sections every run has; ``RunConfig`` adds one per registered add-on method."""
 
     recipe: str = "demo"
     name: Optional[str] = None      # run name (default: the recipe's name)
@@ -149,6 +149,21 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
+
+def _with_addons(base: type) -> type:
+    """``base`` plus one section per add-on training method (``distadv.strategies.addons``:
+    ``ema.*``, ...), each with its own registered dataclass as the schema."""
+    from .strategies import addon_configs   # the methods register themselves on import
+
+    fields = [(k, c, field(default_factory=c)) for k, c in addon_configs().items()]
+    cls = make_dataclass("RunConfig", fields, bases=(base,))
+    cls.__doc__ = ("Everything a run needs. ``recipe`` names the YAML in recipes/recipe/ it "
+                   "came from; the add-on sections: " + ", ".join(k for k, _, _ in fields) + ".")
+    cls.__module__ = __name__
+    return cls
+
+
+RunConfig = _with_addons(BaseRunConfig)
 
 # Sections that may differ between an interrupted run and its resume (they change how a run
 # is executed or checked, not what it trains).

@@ -13,6 +13,7 @@ from .data.digits import SIZES as DIGITS_SIZES
 from .errors import ConfigError
 from .models import MODELS, builder_params, create_model
 from .strategies import STRATEGIES, THREAT_COUNT
+from .strategies.addons import check_addons
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
 
@@ -102,6 +103,8 @@ def validate(cfg: DictConfig) -> None:
     metrics = ["natural", *cfg.eval_attacks]
     _one_of("early_stop.metric", cfg.early_stop.metric, metrics)
     _check(cfg.early_stop.patience >= 0, f"early_stop.patience must be >= 0, got {cfg.early_stop.patience}")
+    problem = check_addons(cfg)            # ema.*, ...: each add-on checks its own block
+    _check(not problem, problem or "")
     a = cfg.autoattack
     if a.attacks is not None:
         check_components(list(a.attacks), "autoattack.attacks")

@@ -110,10 +110,9 @@ def _bn_ranks_worker():
     ranks' running statistics differ; after broadcast_buffers (what evaluation does) they agree."""
     from accelerate import Accelerator
 
-    from distadv.engine.build import build_run
     from distadv.engine.loop import train_step
     from distadv.engine.setup import broadcast_buffers
-    from distadv.strategies import build_strategy
+    from distadv.engine.state import TrainState
 
     from accelerate.state import AcceleratorState
 
@@ -124,14 +123,13 @@ def _bn_ranks_worker():
     AcceleratorState._reset_state(reset_partial_state=True)
     accelerator = Accelerator(cpu=True)
     assert accelerator.num_processes == 2
-    r = build_run(cfg, accelerator)
-    strategy = build_strategy(cfg, 10)
     for t in cfg.train_attacks.values():
         t.steps = 1
+    st = TrainState.create(cfg, accelerator)
+    r = st.parts
     x, y, _ = next(iter(r.train_dl))
     for _ in range(2):
-        train_step(r.model, r.attack_model, strategy, r.optimizer, r.scheduler, x, y,
-                   accelerator, 0.0)
+        train_step(st, x, y)
 
     def spread():
         mean = r.attack_model.net.bn1.running_mean.clone()

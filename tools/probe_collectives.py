@@ -25,10 +25,9 @@ import torch  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from distadv.compose import load_config  # noqa: E402
-from distadv.engine.build import build_run  # noqa: E402
+from distadv.engine.state import TrainState  # noqa: E402
 from distadv.engine.loop import train_step  # noqa: E402
 from distadv.engine.setup import make_accelerator  # noqa: E402
-from distadv.strategies import build_strategy  # noqa: E402
 
 _COLLECTIVES = ("allreduce", "all_reduce", "reduce_scatter", "_reduce_scatter_base",
                 "allgather", "all_gather", "_allgather_base", "broadcast", "reduce_", "alltoall",
@@ -50,7 +49,8 @@ def probe(overrides, ks) -> dict:
         for t in cfg.train_attacks.values():
             t.steps = k
         accelerator = make_accelerator(cfg)
-        r = build_run(cfg, accelerator)
+        st = TrainState.create(cfg, accelerator)
+        r = st.parts
         hook_calls = [0]
         if isinstance(r.model, torch.nn.parallel.DistributedDataParallel):
             from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
@@ -59,11 +59,10 @@ def probe(overrides, ks) -> dict:
                 hook_calls[0] += 1
                 return allreduce_hook(state, bucket)
             r.model.register_comm_hook(None, counting_hook)
-        strategy = build_strategy(cfg, r.splits.info.num_classes)
+        strategy = st.method.strategy
         x, y, _ = next(iter(r.train_dl))
         x, y = x.to(accelerator.device), y.to(accelerator.device)
-        step = lambda: train_step(r.model, r.attack_model, strategy, r.optimizer, r.scheduler,
-                                  x, y, accelerator, cfg.optim.grad_clip)
+        step = lambda: train_step(st, x, y)
         step()  # warm-up: DDP rebuilds its buckets and DeepSpeed sets up on the first step
         accelerator.wait_for_everyone()
         hook_calls[0] = 0

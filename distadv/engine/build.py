@@ -9,13 +9,11 @@ import torch
 from torch import nn
 
 from ..data import Splits, build_splits
-from ..errors import RunDirError
 from ..models import create_model
 from . import checkpoint as ck
 from .loaders import make_loaders, per_rank
 from .optim import build_optimizer, build_scheduler
-from .setup import channels_last, prepare, uses_deepspeed
-from .zero_state import load_partition
+from .setup import channels_last, load_optimizer, load_partitions, prepare
 
 
 @dataclass
@@ -63,12 +61,7 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
     if state is not None:
         ck.check_keys(model, state["model"], state.get("source", ckpt_dir))  # copied in from another model
         model.load_state_dict(state["model"])
-        if state.get("optimizer") is not None:  # under DeepSpeed: per-rank partitions instead
-            optimizer.load_state_dict(state["optimizer"])
-        elif not uses_deepspeed(accelerator):
-            raise RunDirError("this run was saved under DeepSpeed (its optimizer state is in "
-                              "per-rank partitions); resume it with the same DeepSpeed launch "
-                              "config and number of processes")
+        load_optimizer(accelerator, optimizer, state)
         scheduler.load_state_dict(state["scheduler"])
     raw_model = model
     nhwc = channels_last(accelerator, cfg)
@@ -77,8 +70,8 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
                                              nhwc)
     if state is not None and accelerator.scaler is not None and state.get("scaler"):
         accelerator.scaler.load_state_dict(state["scaler"])
-    if state is not None and uses_deepspeed(accelerator):
-        load_partition(optimizer, ckpt_dir, state["epoch"], rank, world)
+    if state is not None:
+        load_partitions(accelerator, optimizer, ckpt_dir, state["epoch"])
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     return RunParts(splits, model, raw_model, attack_model, optimizer, scheduler, train_dl,
                     val_dl, test_dl, steps, fmt)

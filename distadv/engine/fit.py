@@ -12,21 +12,18 @@ import torch
 from omegaconf import OmegaConf
 
 from ..data import build_splits
-from ..strategies import build_strategy
-from . import checkpoint as ck
-from .early_stop import EarlyStopper
-from ..eval.runner import evaluate
-from ..eval.crosscheck import crosscheck
-from ..eval.suites import seed_attacks
 from ..errors import RunDirError
-from .build import build_run
+from ..eval.crosscheck import crosscheck
+from ..eval.runner import evaluate
+from ..eval.suites import seed_attacks
+from . import checkpoint as ck
 from .faults import main_writes
 from .loop import train_epoch
 from .report import results_table
 from .rundir import inspect, paths, run_dir_of
-from .setup import broadcast_buffers, make_accelerator, uses_deepspeed
+from .setup import broadcast_buffers, describe, make_accelerator
+from .state import TrainState
 from .tracking import Tracker
-from .zero_state import prune_partitions, save_partition
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -50,85 +47,76 @@ def fit(cfg) -> Dict:
         return results
 
     splits = build_splits(cfg.data)                    # data errors also come before any write
-    info = splits.info
     main_writes(accelerator, lambda: _prepare(p, run_dir, cfg), f"rank 0 could not prepare {run_dir}")
 
-    state = _resume_state(p, accelerator) if status == "resume" else None
-    r = build_run(cfg, accelerator, splits, state, p["checkpoints"])
-    deepspeed = uses_deepspeed(accelerator)
-    model, raw_model, attack_model = r.model, r.raw_model, r.attack_model
-    optimizer, scheduler, train_dl = r.optimizer, r.scheduler, r.train_dl
-    world, rank = accelerator.num_processes, accelerator.process_index
-    stopper = EarlyStopper(cfg.early_stop.patience, cfg.early_stop.min_delta)
-    start_epoch, history = 0, []
-    if state is not None:
-        stopper.load_state_dict(state["early_stop"])
-        start_epoch, history = state["epoch"], list(state["history"])
+    saved = _resume_state(p, accelerator) if status == "resume" else None
+    st = TrainState.create(cfg, accelerator, splits, saved, p)
+    start_epoch = st.epoch
     val_attacks = seed_attacks(cfg)                  # the `seed` suite's attacks
     tracker = Tracker(p["tb"], main and cfg.log.tensorboard, purge_step=start_epoch or None)
     progress = main and (cfg.log.progress == "always" or
                          (cfg.log.progress == "auto" and sys.stderr.isatty()))
     if main:
         print(f"distadv: {cfg.recipe} -> {run_dir} ({status}, epoch {start_epoch}/"
-              f"{cfg.optim.epochs}, {world} process(es), {accelerator.device}, "
-              f"{cfg.runtime.precision})", flush=True)
+              f"{cfg.optim.epochs}, {accelerator.num_processes} process(es), "
+              f"{accelerator.device}, {cfg.runtime.precision})", flush=True)
 
     epochs_this_session = 0
     for epoch in range(start_epoch, cfg.optim.epochs):
         # Every rank computes the same decision from gathered metrics; the trigger (one
         # all-reduce per epoch) makes "all ranks stop together" hold even if they disagreed.
-        if stopper.should_stop:
+        if st.stopper.should_stop:
             accelerator.set_trigger()
         if accelerator.check_trigger():
             break
         if cfg.runtime.max_epochs_per_session and epochs_this_session >= cfg.runtime.max_epochs_per_session:
             break
-        epoch_start = time.perf_counter()
-        torch.manual_seed(epoch_seed(cfg.seed, epoch, rank))
-        strategy = build_strategy(cfg, info.num_classes, epoch)
-        train_dl.set_epoch(epoch)
-        lr = optimizer.param_groups[0]["lr"]
-        tr = train_epoch(model, attack_model, strategy, optimizer, scheduler, train_dl,
-                         accelerator, cfg.optim.grad_clip, r.steps_per_epoch,
-                         progress, epoch, cfg.optim.epochs, r.memory_format,
-                         last_good=_last_good(p, epoch))
-        broadcast_buffers(attack_model)                # every shard scored with rank 0's BN stats
-        val, images = evaluate(attack_model, r.val_dl, val_attacks, accelerator, info.num_classes,
-                               cfg.runtime.max_steps_per_epoch, cfg.log.image_grid if main else 0,
-                               cfg.early_stop.metric if cfg.early_stop.metric in val_attacks else None,
-                               r.memory_format)
-        improved = stopper.update(val[cfg.early_stop.metric], epoch + 1)
-        record = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
-                  **{f"val/{k}": v for k, v in val.items()},
-                  "epoch_s": time.perf_counter() - epoch_start}   # train + validation
-        history.append(record)
-        if deepspeed:  # every rank's optimizer partition, before latest points at it
-            save_partition(optimizer, p["checkpoints"], epoch + 1, rank)
-            accelerator.wait_for_everyone()
-        # Checkpoint on disk before anyone goes on; if rank 0 could not write it (disk full:
-        # latest/previous intact), all stop.
-        main_writes(accelerator, lambda: _save_epoch(
-            p, accelerator, raw_model, None if deepspeed else optimizer, scheduler, stopper,
-            history, improved, cfg.early_stop.metric), f"rank 0 could not save epoch {epoch + 1}")
-        if main:
-            if deepspeed:
-                prune_partitions(p["checkpoints"], epoch + 1)
-            tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
-            tracker.adversarial_grid(epoch + 1, images)
-            print(_epoch_line(record) + (" *" if improved else ""), flush=True)
+        _run_epoch(st, epoch, val_attacks, tracker, progress)
         epochs_this_session += 1
-    finished = stopper.should_stop or (history and history[-1]["epoch"] >= cfg.optim.epochs)
+    history = st.history
+    finished = st.stopper.should_stop or (history and history[-1]["epoch"] >= cfg.optim.epochs)
     if not finished:
         tracker.close()
         if main:
             print(f"distadv: stopped after epoch {history[-1]['epoch'] if history else 0}; "
                   f"rerun the same command to resume from {p['latest']}")
         return {"finished": False}
-    dist = {"type": str(accelerator.distributed_type.value), "engine": type(model).__name__,
-            "world_size": world, "precision": cfg.runtime.precision,
-            "zero_stage": accelerator.state.deepspeed_plugin.zero_stage
-            if uses_deepspeed(accelerator) else None}
-    return _final_test(cfg, accelerator, r, val_attacks, stopper, history, tracker, p, dist)
+    return _final_test(st, val_attacks, tracker)
+
+
+def _run_epoch(st: TrainState, epoch: int, val_attacks, tracker, progress: bool) -> None:
+    """Train epoch ``epoch`` (0-based), validate the method's eval model, early-stop,
+    checkpoint and log."""
+    cfg, accelerator = st.cfg, st.accelerator
+    epoch_start = time.perf_counter()
+    st.epoch = epoch
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, accelerator.process_index))
+    st.method.on_epoch_start(st, epoch)
+    st.parts.train_dl.set_epoch(epoch)
+    lr = st.optimizer.param_groups[0]["lr"]
+    tr = train_epoch(st, progress)
+    model = st.eval_model()
+    broadcast_buffers(model)                 # every shard scored with rank 0's BN stats
+    main = accelerator.is_main_process
+    metric = cfg.early_stop.metric
+    val, images = evaluate(model, st.parts.val_dl, val_attacks, accelerator,
+                           st.parts.splits.info.num_classes, cfg.runtime.max_steps_per_epoch,
+                           cfg.log.image_grid if main else 0,
+                           metric if metric in val_attacks else None, st.parts.memory_format)
+    improved = st.stopper.update(val[metric], epoch + 1)
+    record = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
+              **{f"val/{k}": v for k, v in val.items()},
+              "epoch_s": time.perf_counter() - epoch_start}   # train + validation
+    st.history.append(record)
+    st.method.on_epoch_end(st, record)
+    # Checkpoint on disk before anyone goes on; if rank 0 could not write it (disk full:
+    # latest/previous intact), all stop.
+    st.save_epoch(improved)
+    st.epoch = epoch + 1
+    if main:
+        tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
+        tracker.adversarial_grid(epoch + 1, images)
+        print(_epoch_line(record) + (" *" if improved else ""), flush=True)
 
 
 def _prepare(p, run_dir, cfg) -> None:
@@ -160,30 +148,6 @@ def _resume_state(p, accelerator) -> dict:
     return {**state, "source": source}
 
 
-def _last_good(p, epoch: int) -> str:
-    """Where the last good state is, for error messages raised during ``epoch`` (0-based)."""
-    return f"{p['latest']} (epoch {epoch})" if epoch else "none yet (the first epoch failed)"
-
-
-def _save_epoch(p, accelerator, raw_model, optimizer, scheduler, stopper, history, improved,
-                metric) -> None:
-    """Rank 0: best weights (if improved), then the full state, each written atomically."""
-    weights = raw_model.state_dict()
-    epoch = history[-1]["epoch"]
-    if improved:
-        ck.save_weights(p["best"], weights, {"epoch": str(epoch), "metric": metric,
-                                             "value": str(history[-1][f"val/{metric}"])})
-    ck.save_state(p["latest"], keep_previous=p["previous"], state={
-        "model": weights, "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict(),
-        "scaler": accelerator.scaler.state_dict() if accelerator.scaler else None,
-        "epoch": epoch, "early_stop": stopper.state_dict(), "history": history})
-    # A small readable twin of the state (no tensors): `slurm/status.py` and `tools/report.py`
-    # read it without loading the checkpoint. Written after `latest`, so it never runs ahead.
-    ck.write_json(p["progress"], {"epoch": epoch, "metric": metric, "best_epoch": stopper.best_epoch,
-                                  "best": stopper.best, "history": history})
-
-
 def _epoch_line(r: Dict) -> str:
     """One console line per epoch."""
     val = " ".join(f"{k[4:]} {v:.3f}" for k, v in r.items() if k.startswith("val/") and k != "val/count")
@@ -191,14 +155,18 @@ def _epoch_line(r: Dict) -> str:
             f"{r['train/acc']:.3f} | val {val} | {r['train/images_per_s']:.0f} img/s")
 
 
-def _final_test(cfg, accelerator, r, attacks, stopper, history, tracker, p, dist) -> Dict:
+def _final_test(st: TrainState, attacks, tracker) -> Dict:
     """Evaluate the best checkpoint once on the test split, cross-check it with AutoAttack
     (``eval/crosscheck.py``) and write results.json."""
-    r.raw_model.load_state_dict(ck.load_weights(p["best"]))  # same tensors as the attack model's
+    cfg, accelerator, r, p = st.cfg, st.accelerator, st.parts, st.paths
+    stopper, history = st.stopper, st.history
+    dist = describe(accelerator, r.model, cfg.runtime.precision)
+    st.eval_module().load_state_dict(ck.load_weights(p["best"]))  # the eval model's tensors
+    model = st.eval_model()
     torch.manual_seed(epoch_seed(cfg.seed, 10**6, accelerator.process_index))
-    broadcast_buffers(r.attack_model)
+    broadcast_buffers(model)
     start = time.perf_counter()
-    test, _ = evaluate(r.attack_model, r.test_dl, attacks, accelerator, r.splits.info.num_classes,
+    test, _ = evaluate(model, r.test_dl, attacks, accelerator, r.splits.info.num_classes,
                        memory_format=r.memory_format)
     seconds = {"epochs": sum(h.get("epoch_s", 0.0) for h in history),
                "test": time.perf_counter() - start}

@@ -1,8 +1,9 @@
-"""One training epoch. The loop sees a prepared model and a strategy, never DDP itself."""
+"""One training step and one epoch over a TrainState. The loop sees a prepared model and a
+training method, never DDP or DeepSpeed itself (``engine/setup.py`` does)."""
 from __future__ import annotations
 
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from tqdm import tqdm
@@ -10,21 +11,22 @@ from tqdm import tqdm
 from ..errors import NonFiniteLoss
 from ..strategies import StepOutput
 from .faults import crash_point
+from .setup import backward_and_step
 
 
-def train_step(model, attack_model, strategy, optimizer, scheduler, x, y, accelerator,
-               grad_clip: float) -> StepOutput:
-    """One optimizer step: the strategy (attack on ``attack_model``, no communication), then
-    one backward through the prepared model (the step's only gradient synchronisation)."""
-    out = strategy(model, attack_model, x, y)
+def train_step(state, x: torch.Tensor, y: torch.Tensor) -> StepOutput:
+    """One optimizer step: the method's batch loss (the attack on ``attack_model``, no
+    communication), then one backward through the prepared model (the step's only gradient
+    synchronisation), with the method's after_backward and after_step hooks."""
+    method, accelerator = state.method, state.accelerator
+    out = method.batch_loss(state, x, y)
     crash_point("train.step")
     _check_finite(out.loss, accelerator)  # before backward: the weights never see a NaN
-    optimizer.zero_grad(set_to_none=True)
-    accelerator.backward(out.loss)   # under DeepSpeed this also runs engine.step()
-    if grad_clip > 0 and accelerator.distributed_type != "DEEPSPEED":
-        accelerator.clip_grad_norm_(model.parameters(), grad_clip)  # DeepSpeed clips itself
-    optimizer.step()
-    scheduler.step()  # not prepared by Accelerate: it would step once per process
+    state.optimizer.zero_grad(set_to_none=True)
+    backward_and_step(accelerator, state.model, state.optimizer, out.loss,
+                      state.cfg.optim.grad_clip, lambda: method.after_backward(state))
+    state.scheduler.step()  # not prepared by Accelerate: it would step once per process
+    method.after_step(state)
     return out
 
 
@@ -41,32 +43,30 @@ def _check_finite(loss: torch.Tensor, accelerator) -> None:
                             f"{loss.item()})")
 
 
-def train_epoch(model, attack_model, strategy, optimizer, scheduler, loader, accelerator,
-                grad_clip: float, max_steps: Optional[int] = None,
-                progress: bool = False, epoch: int = 0, epochs: int = 1,
-                memory_format=torch.contiguous_format, last_good: str = "") -> Dict[str, float]:
-    """Run epoch ``epoch`` (0-based) of ``epochs``; returns global train metrics (loss,
-    accuracy on the training inputs, images/s, share of adversarial batches). ``loader``
-    yields device batches, augmented. A non-finite loss stops every rank with NonFiniteLoss
-    naming the epoch, the step and ``last_good`` (the checkpoint that is kept)."""
+def train_epoch(state, progress: bool = False) -> Dict[str, float]:
+    """Run epoch ``state.epoch`` (0-based) of ``cfg.optim.epochs``; returns global train
+    metrics (loss, accuracy on the training inputs, images/s, share of adversarial batches).
+    The loaders yield device batches, augmented. A non-finite loss stops every rank with
+    NonFiniteLoss naming the epoch, the step and the last good checkpoint (which is kept)."""
+    epoch, epochs = state.epoch, state.cfg.optim.epochs
+    accelerator, loader = state.accelerator, state.parts.train_dl
     desc = f"epoch {epoch + 1}/{epochs}"
-    model.train()
+    state.model.train()
     device = accelerator.device
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss*n, correct, n, adv batches
-    total = len(loader) if max_steps is None else min(len(loader), max_steps)
+    total = state.parts.steps_per_epoch
     start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for step, (x, y, _) in enumerate(loader):
         if step >= total:
             break
-        x = x.contiguous(memory_format=memory_format)  # loaders yield augmented device batches
+        x = x.contiguous(memory_format=state.parts.memory_format)  # augmented device batches
         try:
-            out = train_step(model, attack_model, strategy, optimizer, scheduler, x, y,
-                             accelerator, grad_clip)
+            out = train_step(state, x, y)
         except NonFiniteLoss as exc:
             raise NonFiniteLoss(f"{exc} at epoch {epoch + 1}, step {step + 1}/{total}; nothing "
                                 f"of this epoch was saved, the last good checkpoint is "
-                                f"{last_good}. Lower optim.lr, set optim.grad_clip, or use "
+                                f"{state.last_good()}. Lower optim.lr, set optim.grad_clip, or use "
                                 "runtime.precision=fp32") from None
         with torch.no_grad():
             n = float(len(y))

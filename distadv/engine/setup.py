@@ -19,7 +19,8 @@ from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RunDirError
+from .zero_state import load_partition, prune_partitions, save_partition
 
 _PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
@@ -135,3 +136,71 @@ def broadcast_buffers(model: nn.Module) -> None:
     for b in model.buffers():
         if b.is_floating_point() or b.dtype in (torch.int64, torch.int32):
             torch.distributed.broadcast(b.data, src=0)
+
+
+# --- Everything the loop and the checkpoints need to know about DeepSpeed, and no more. ---
+
+def backward_and_step(accelerator: Accelerator, model, optimizer, loss: torch.Tensor,
+                      grad_clip: float, after_backward) -> None:
+    """Backward, ``after_backward()`` (AWP restores its weights there), clipping, the optimizer
+    step. DeepSpeed's engine clips (``gradient_clipping`` from the recipe) and steps itself;
+    Accelerate's ``backward`` would step inside backward, before the hook, so the engine is
+    driven directly here, exactly as Accelerate drives it."""
+    if uses_deepspeed(accelerator):
+        engine = accelerator.deepspeed_engine_wrapped.engine
+        engine.set_gradient_accumulation_boundary(is_boundary=True)
+        engine.backward(loss)
+        after_backward()
+        engine.step()
+        return
+    accelerator.backward(loss)
+    after_backward()
+    if grad_clip > 0:
+        accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+def optimizer_state(accelerator: Accelerator, optimizer):
+    """The optimizer's state for ``latest``; None under DeepSpeed, whose ZeRO partitions are
+    per-rank files instead (``save_optimizer``)."""
+    return None if uses_deepspeed(accelerator) else optimizer.state_dict()
+
+
+def load_optimizer(accelerator: Accelerator, optimizer, state: dict) -> None:
+    """Before ``prepare``: restore a plain optimizer from ``latest``. A run saved under
+    DeepSpeed (its state is in partitions) is refused without DeepSpeed."""
+    if state.get("optimizer") is not None:  # under DeepSpeed: per-rank partitions instead
+        optimizer.load_state_dict(state["optimizer"])
+    elif not uses_deepspeed(accelerator):
+        raise RunDirError("this run was saved under DeepSpeed (its optimizer state is in "
+                          "per-rank partitions); resume it with the same DeepSpeed launch "
+                          "config and number of processes")
+
+
+def load_partitions(accelerator: Accelerator, optimizer, ckpt_dir, epoch: int) -> None:
+    """After ``prepare``: under DeepSpeed, this rank's ZeRO partition of ``epoch``."""
+    if uses_deepspeed(accelerator):
+        load_partition(optimizer, ckpt_dir, epoch, accelerator.process_index,
+                       accelerator.num_processes)
+
+
+def save_partitions(accelerator: Accelerator, optimizer, ckpt_dir, epoch: int) -> None:
+    """Under DeepSpeed, every rank writes its optimizer partition of ``epoch``, and all wait,
+    before ``latest`` points at it."""
+    if uses_deepspeed(accelerator):
+        save_partition(optimizer, ckpt_dir, epoch, accelerator.process_index)
+        accelerator.wait_for_everyone()
+
+
+def prune_saved_partitions(accelerator: Accelerator, ckpt_dir, epoch: int) -> None:
+    """Rank 0, once ``latest`` is at ``epoch``: drop the partitions nothing points at."""
+    if uses_deepspeed(accelerator):
+        prune_partitions(ckpt_dir, epoch)
+
+
+def describe(accelerator: Accelerator, model, precision: str) -> dict:
+    """What results.json reports about the launch."""
+    return {"type": str(accelerator.distributed_type.value), "engine": type(model).__name__,
+            "world_size": accelerator.num_processes, "precision": precision,
+            "zero_stage": accelerator.state.deepspeed_plugin.zero_stage
+            if uses_deepspeed(accelerator) else None}

@@ -1,14 +1,15 @@
 """Training strategies: natural, adversarial, MAT (rand/max), natural/adversarial mix, TRADES."""
 from __future__ import annotations
 
-import dataclasses
-
 from ..attacks import build_attack
 from ..registry import Registry
-from .base import Adversarial, Natural, StepOutput, Strategy
+from .addons import addon_configs, build_addons
+from .base import Adversarial, Batch, Method, Natural, StepOutput, Strategy, walk
 from .mat import MAT
 from .mix import Mix
+from .stack import TrainingMethod
 from .trades import TRADES
+from .warmup import EpsWarmup, eps_scale
 
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 # How many training threats each strategy takes: (min, max). natural ignores them, so a
@@ -36,31 +37,35 @@ def _trades(attacks, cfg):
     return TRADES(attacks[0], cfg.trades_beta)
 
 
-def eps_scale(cfg, epoch: int) -> float:
-    """Training-eps multiplier for ``epoch`` (0-based): (epoch + 1) / N during a warm-up of N
-    epochs, then 1. Starting small keeps adversarial training from collapsing to a constant
-    classifier, which a strong attack on a random net can cause (seen on digits at eps 0.2)."""
-    n = cfg.strategy.eps_warmup_epochs
-    return 1.0 if n <= 0 else min(1.0, (epoch + 1) / n)
-
-
 def build_strategy(cfg, num_classes: int, epoch: int = 0) -> Strategy:
-    """The strategy of a RunConfig for ``epoch``: ``cfg.strategy`` over the threats in
-    ``cfg.train_attacks`` (eps and alpha scaled by ``eps_scale``), wrapped in a natural-batch
-    Mix when ``strategy.natural_fraction > 0``. Cheap: the loop rebuilds it every epoch."""
-    scale = eps_scale(cfg, epoch)
-    attacks = [dataclasses.replace(build_attack(t), eps=t.eps * scale, alpha=t.alpha * scale)
-               for t in cfg.train_attacks.values()]
-    strategy = STRATEGIES.build(cfg.strategy.name, attacks=attacks, cfg=cfg.strategy)
-    if cfg.strategy.natural_fraction > 0:
-        strategy = Mix(strategy, cfg.strategy.natural_fraction)
-    todo = [strategy]
-    while todo:  # once, here: the strategies read it on every batch
-        s = todo.pop()
-        s.num_classes = num_classes
-        todo += s.children()
+    """The strategy tree of a RunConfig: ``cfg.strategy`` over the threats in
+    ``cfg.train_attacks``, wrapped in a natural-batch Mix when ``strategy.natural_fraction > 0``,
+    with the training radii of ``epoch`` (the eps warm-up's scale)."""
+    strategy, warmup = _tree(cfg, num_classes)
+    warmup.apply(epoch)
     return strategy
 
 
-__all__ = ["STRATEGIES", "THREAT_COUNT", "build_strategy", "eps_scale", "Strategy", "StepOutput", "Natural",
-           "Adversarial", "MAT", "Mix", "TRADES"]
+def _tree(cfg, num_classes: int):
+    """(the strategy tree at the configured radii, the eps warm-up over its attacks)."""
+    attacks = [build_attack(t) for t in cfg.train_attacks.values()]
+    strategy = STRATEGIES.build(cfg.strategy.name, attacks=attacks, cfg=cfg.strategy)
+    if cfg.strategy.natural_fraction > 0:
+        strategy = Mix(strategy, cfg.strategy.natural_fraction)
+    for node in walk(strategy):  # once, here: the strategies read it on every batch
+        node.num_classes = num_classes
+    used = {id(a): a for node in walk(strategy) for a in node.own_attacks()}
+    return strategy, EpsWarmup(list(used.values()), cfg.strategy.eps_warmup_epochs)
+
+
+def build_method(cfg, num_classes: int, state=None) -> TrainingMethod:
+    """The run's method, built once: the strategy tree plus the add-ons its config asks for
+    (the eps warm-up as an epoch-start hook). ``state``: the run's TrainState, for add-ons
+    that need its model."""
+    strategy, warmup = _tree(cfg, num_classes)
+    return TrainingMethod(strategy, [warmup, *(build_addons(cfg, state) if state else [])])
+
+
+__all__ = ["STRATEGIES", "THREAT_COUNT", "build_strategy", "build_method", "eps_scale", "Batch",
+           "Method", "Strategy", "StepOutput", "TrainingMethod", "Natural", "Adversarial", "MAT",
+           "Mix", "TRADES", "walk", "addon_configs"]

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from ..attacks import attack_mode, ce_loss
-from .base import Adversarial, StepOutput, Strategy
+from .base import Adversarial, Batch, Strategy, cross_entropy_step
 
 
 class MAT(Strategy):
@@ -22,10 +21,10 @@ class MAT(Strategy):
     def children(self) -> list:
         return self._single
 
-    def __call__(self, model, attack_model, x, y):
+    def examples(self, attack_model, x, y):
         if self.mode == "rand":
             pick = self._single[int(torch.randint(len(self._single), ()))]
-            return pick(model, attack_model, x, y)
+            return pick.examples(attack_model, x, y)
         best_x, best_loss = None, None
         for attack in self.attacks:
             x_adv = attack(attack_model, x, attack.labels_for(y, self.num_classes))
@@ -37,5 +36,10 @@ class MAT(Strategy):
                 better = loss > best_loss
                 best_x = torch.where(better.view(-1, 1, 1, 1), x_adv, best_x)
                 best_loss = torch.maximum(loss, best_loss)
-        logits = model(best_x)
-        return StepOutput(F.cross_entropy(logits, y), logits, adversarial=True)
+        return Batch(x, y, best_x, self)
+
+    def own_attacks(self) -> list:
+        return self.attacks
+
+    def loss(self, model, batch):
+        return cross_entropy_step(model, batch, adversarial=True)

@@ -21,7 +21,7 @@ class Mix(Strategy):
     def children(self) -> list:
         return [self.inner, self.natural]
 
-    def __call__(self, model, attack_model, x, y):
+    def examples(self, attack_model, x, y):
         if float(torch.rand(())) < self.fraction:
-            return self.natural(model, attack_model, x, y)
-        return self.inner(model, attack_model, x, y)
+            return self.natural.examples(attack_model, x, y)
+        return self.inner.examples(attack_model, x, y)

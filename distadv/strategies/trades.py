@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from ..attacks import attack_mode, kl_loss
-from .base import StepOutput, Strategy
+from .base import Batch, StepOutput, Strategy
 
 
 class TRADES(Strategy):
@@ -22,12 +22,17 @@ class TRADES(Strategy):
             raise ValueError("TRADES sets its own attack objective (KL); use loss=ce, untargeted")
         self.attack, self.beta = dataclasses.replace(attack, loss=kl_loss), beta
 
-    def __call__(self, model, attack_model, x, y):
+    def own_attacks(self) -> list:
+        return [self.attack]
+
+    def examples(self, attack_model, x, y):
         with torch.no_grad(), attack_mode(attack_model, self.attack.bn_mode):
             p_clean = F.softmax(attack_model(x).float(), dim=1)
-        x_adv = self.attack(attack_model, x, p_clean)
-        logits_clean = model(x)
-        logits_adv = model(x_adv)
+        return Batch(x, y, self.attack(attack_model, x, p_clean), self)
+
+    def loss(self, model, batch):
+        logits_clean = model(batch.x)
+        logits_adv = model(batch.inputs)
         robust = kl_loss(logits_adv, F.softmax(logits_clean.float(), dim=1)).mean()
-        loss = F.cross_entropy(logits_clean, y) + self.beta * robust
+        loss = F.cross_entropy(logits_clean, batch.y) + self.beta * robust
         return StepOutput(loss, logits_adv, adversarial=True)
