@@ -49,6 +49,7 @@ class ModelConfig:
 
     name: str = "basicnet"
     width: Optional[float] = None   # width factor (preact_resnet18 only)
+    activation: Optional[str] = None  # relu | silu (preact_resnet18, wrn*; null: the model's own)
     input_noise: float = 0.0        # sigma of Gaussian input noise at inference (0 = off)
 
 
@@ -65,6 +66,8 @@ class OptimConfig:
     milestones: List[int] = field(default_factory=lambda: [30, 40])  # epochs (multistep)
     gamma: float = 0.1              # multistep factor
     pct_start: float = 0.4          # onecycle: fraction of steps spent warming up
+    warmup: float = 0.0             # cosine: fraction of steps of linear warm-up (DM-AT: 0.025)
+    no_decay_bn_bias: bool = False  # no weight decay on BatchNorm weights and biases (1-d params)
     grad_clip: float = 0.0          # max global grad norm (0 = off)
 
 
@@ -76,6 +79,9 @@ class StrategyConfig:
     mode: str = "rand"              # mat: rand (one norm per batch) | max (worst per example)
     natural_fraction: float = 0.0   # share of batches trained on clean images (mix)
     trades_beta: float = 6.0
+    label_smoothing: float = 0.0    # trades: on the clean cross-entropy term (DM-AT: 0.1)
+    trades_start: str = "uniform"   # trades attack's start: uniform in the ball | normal
+                                    # (0.001 * N(0, 1), the TRADES reference code's)
     eps_warmup_epochs: int = 0      # ramp training eps/alpha linearly from 0 over N epochs
 
 

@@ -77,6 +77,11 @@ def validate(cfg: DictConfig) -> None:
     _check(m.width is None or "width" in builder_params(m.name),
            f"model.width is only for preact_resnet18, not '{m.name}'; remove model.width")
     _check(m.width is None or m.width > 0, f"model.width must be > 0, got {m.width}")
+    _check(m.activation is None or "activation" in builder_params(m.name),
+           f"model.activation is only for preact_resnet18 and the wrn* models, not '{m.name}'; "
+           "remove model.activation")
+    if m.activation is not None:
+        _one_of("model.activation", m.activation, ["relu", "silu"])
     _check(m.input_noise >= 0, f"model.input_noise must be >= 0, got {m.input_noise}")
     _check_model_fits(d, m)
     _check(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")
@@ -87,12 +92,19 @@ def validate(cfg: DictConfig) -> None:
     # Milestones past the last epoch are allowed (short debug runs of a recipe): never reached.
     _check(all(e >= 1 for e in o.milestones), f"optim.milestones {list(o.milestones)} must be >= 1")
     _check(0 < o.pct_start < 1, f"optim.pct_start must be in (0, 1), got {o.pct_start}")
+    _check(0 <= o.warmup < 1, f"optim.warmup must be in [0, 1) (a fraction of the steps), got {o.warmup}")
+    _check(o.warmup == 0 or o.schedule == "cosine",
+           f"optim.warmup is for optim.schedule=cosine (onecycle has pct_start), not '{o.schedule}'")
     _check(o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off), got {o.grad_clip}")
     _one_of("strategy.name", s.name, STRATEGIES.names())
     _one_of("strategy.mode", s.mode, ["rand", "max"])
     _check(0 <= s.natural_fraction < 1, f"strategy.natural_fraction must be in [0, 1), got {s.natural_fraction}")
     _check(s.eps_warmup_epochs >= 0, f"strategy.eps_warmup_epochs must be >= 0, got {s.eps_warmup_epochs}")
     _check(s.trades_beta >= 0, f"strategy.trades_beta must be >= 0, got {s.trades_beta}")
+    _check(0 <= s.label_smoothing < 1, f"strategy.label_smoothing must be in [0, 1), got {s.label_smoothing}")
+    _check(s.label_smoothing == 0 or s.name == "trades",
+           f"strategy.label_smoothing is for strategy.name=trades, not '{s.name}'")
+    _one_of("strategy.trades_start", s.trades_start, ["uniform", "normal"])
     lo, hi = THREAT_COUNT[s.name]
     n = len(cfg.train_attacks)
     _check(lo <= n <= hi, f"strategy '{s.name}' takes {lo}-{hi} train_attacks, the config has {n} "

@@ -1,9 +1,10 @@
-"""Natural training, PGD-AT and TRADES on the real Fashion-MNIST at eps 0.1 (CPU, ~1.5 h on 2 cores):
+"""Natural training, PGD-AT (+EMA) and TRADES (+AWP+EMA) on the real Fashion-MNIST at eps 0.1
+(CPU, ~3 h on 2 cores):
 
     python tools/reproduce_fmnist.py [--out runs/reproduce_fmnist] [--aa-examples 500] [--quick]
 
-Trains the recipes fmnist_natural, fmnist_linf and fmnist_trades (SmallCNN, 60,000 - 2,000
-training images, 10 epochs) with 2 processes through `accelerate launch`, then attacks each
+Trains the recipes fmnist_natural, fmnist_linf, fmnist_linf_ema, fmnist_trades and
+fmnist_trades_awp_ema (SmallCNN, 60,000 - 2,000 training images, 10 epochs) with 2 processes through `accelerate launch`, then attacks each
 best checkpoint with distadv/evaluate.py: clean and PGD-20 on the 10,000 test images (the
 training run's own test), and the official AutoAttack (standard) with PGD-20 beside it on the
 first --aa-examples test images. Writes REPORT.md next to the published figures for a
@@ -26,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from tools.procs import cpu_env, launch_cmd  # noqa: E402
 
-RECIPES = {"fmnist_natural": "natural", "fmnist_linf": "PGD-AT", "fmnist_trades": "TRADES"}
+RECIPES = {"fmnist_natural": "natural", "fmnist_linf": "PGD-AT", "fmnist_linf_ema": "PGD-AT + EMA",
+           "fmnist_trades": "TRADES", "fmnist_trades_awp_ema": "TRADES + AWP + EMA"}
 PUBLISHED = {"fmnist_linf": (0.909, 0.681), "fmnist_trades": (0.909, 0.724)}   # clean, PGD-20
 
 

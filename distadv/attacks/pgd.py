@@ -32,6 +32,8 @@ class PGD:
         loss: 'ce', 'cw', or a callable ``(logits, y, targeted) -> (B,)`` to maximise.
         targeted: if True, ``y`` holds target labels and the attack moves towards them.
         bn_mode: model mode during the attack ('eval' or 'train'); restored afterwards.
+        start_sigma: if > 0, the random start is ``start_sigma * N(0, 1)`` (projected) instead
+            of uniform in the ball: the TRADES reference code's 0.001 * N(0, 1).
         eot_samples: Expectation over Transformation (Athalye et al. 2018): each step follows
             the sum of the gradients of this many forward passes, so a randomised model
             (input noise, PNI) is attacked in expectation. Costs eot_samples x per step.
@@ -60,6 +62,7 @@ class PGD:
     targeted: bool = False
     bn_mode: str = "eval"
     eot_samples: int = 1
+    start_sigma: float = 0.0
 
     def __post_init__(self):
         self._norm = get_norm(self.norm)
@@ -97,7 +100,12 @@ class PGD:
 
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         norm, eps = self._norm, self.eps
-        delta = norm.init(x, eps) if self.random_start else torch.zeros_like(x)
+        if not self.random_start:
+            delta = torch.zeros_like(x)
+        elif self.start_sigma > 0:
+            delta = norm.project(self.start_sigma * torch.randn_like(x), eps)
+        else:
+            delta = norm.init(x, eps)
         x_adv = torch.clamp(x + delta, 0.0, 1.0)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)

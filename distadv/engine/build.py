@@ -37,7 +37,7 @@ class RunParts:
 def model_for(cfg, info) -> nn.Module:
     """The run's model (``cfg.model``) for a data set's shape and statistics (``info``);
     training and evaluation both build it here."""
-    kw = {"width": cfg.model.width} if cfg.model.width is not None else {}
+    kw = {k: cfg.model[k] for k in ("width", "activation") if cfg.model.get(k) is not None}
     return create_model(cfg.model.name, info.num_classes, info.in_channels, info.mean, info.std,
                         cfg.model.input_noise, info.image_size, **kw)
 

@@ -25,6 +25,8 @@ NOMINAL_PARAMS = {
     "preact_resnet18": 11_170_000, "preact_resnet18_wider": 17_000_000, "vgg11": 9_230_000,
     "wrn28_10": 36_500_000, "wrn34_10": 46_200_000, "wrn34_20": 184_500_000,
     "wrn70_16": 267_000_000,
+    # DM-Improves-AT's wrn-28-10-swish / wrn-70-16-swish (RobustBench: 36.5M, 266.8M)
+    "wrn28_10_swish": 36_500_000, "wrn70_16_swish": 266_800_000,
 }
 
 
@@ -53,9 +55,10 @@ def noisenet20(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
 
 
 @MODELS.register("preact_resnet18")
-def preact_resnet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0) -> nn.Module:
+def preact_resnet18(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                    activation: str = "relu") -> nn.Module:
     """PreActResNet18; width 1 ~11M, width 1.25 ~17M."""
-    return PreActResNet18(num_classes, in_channels, width)
+    return PreActResNet18(num_classes, in_channels, width, activation)
 
 
 @MODELS.register("preact_resnet18_wider")
@@ -70,15 +73,19 @@ def vgg11(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return VGG11(num_classes, in_channels)
 
 
-def _wrn(depth: int, k: int):
-    def build(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
-        return WideResNet(depth, k, num_classes, in_channels)
-    build.__doc__ = f"WideResNet-{depth}-{k}."
+def _wrn(depth: int, k: int, default_activation: str = "relu"):
+    def build(num_classes: int = 10, in_channels: int = 3,
+              activation: str = default_activation) -> nn.Module:
+        return WideResNet(depth, k, num_classes, in_channels, activation)
+    build.__doc__ = f"WideResNet-{depth}-{k} ({default_activation} unless model.activation says)."
     return build
 
 
 for _d, _k in ((28, 10), (34, 10), (34, 20), (70, 16)):
     MODELS.register(f"wrn{_d}_{_k}")(_wrn(_d, _k))
+# DM-Improves-AT's wrn-28-10-swish and wrn-70-16-swish (Wang et al. 2023; Gowal et al. 2020).
+for _d, _k in ((28, 10), (70, 16)):
+    MODELS.register(f"wrn{_d}_{_k}_swish")(_wrn(_d, _k, "silu"))
 
 
 def builder_params(name: str) -> set[str]:

@@ -5,9 +5,12 @@ from .resnet import PreActResNet
 
 
 def WideResNet(depth: int = 28, widen_factor: int = 10, num_classes: int = 10,
-               in_channels: int = 3) -> PreActResNet:
-    """Pre-activation WRN; depth = 6n + 4 (n blocks per stage), widths 16k, 32k, 64k."""
+               in_channels: int = 3, activation: str = "relu") -> PreActResNet:
+    """Pre-activation WRN; depth = 6n + 4 (n blocks per stage), widths 16k, 32k, 64k. With
+    ``activation='silu'`` it is DM-Improves-AT's ``wrn-28-10-swish`` / ``wrn-70-16-swish``
+    layout (stem 3x3 conv to 16, pre-activation blocks, 1x1 projection shortcuts)."""
     if (depth - 4) % 6:
         raise ValueError(f"WideResNet depth must be 6n+4 (e.g. 28, 34, 70), got {depth}")
     k = widen_factor
-    return PreActResNet(16, [16 * k, 32 * k, 64 * k], (depth - 4) // 6, num_classes, in_channels)
+    return PreActResNet(16, [16 * k, 32 * k, 64 * k], (depth - 4) // 6, num_classes, in_channels,
+                        activation)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..attacks import build_attack
 from ..registry import Registry
+from . import awp, ema  # noqa: F401  (register ema.*, awp.*; the order of their hooks)
 from .addons import addon_configs, build_addons
 from .base import Adversarial, Batch, Method, Natural, StepOutput, Strategy, walk
 from .mat import MAT
@@ -34,7 +35,7 @@ def _mat(attacks, cfg):
 
 @STRATEGIES.register("trades")
 def _trades(attacks, cfg):
-    return TRADES(attacks[0], cfg.trades_beta)
+    return TRADES(attacks[0], cfg.trades_beta, cfg.label_smoothing, cfg.trades_start)
 
 
 def build_strategy(cfg, num_classes: int, epoch: int = 0) -> Strategy:

@@ -11,16 +11,23 @@ from .base import Batch, StepOutput, Strategy
 
 
 class TRADES(Strategy):
-    """The attack maximises KL(p_clean || p_adv) (soft labels from an eval-mode forward).
+    """loss = CE_ls(f(x), y) + beta * mean_i KL(p(x_i) || p(x_adv_i)), where the attack maximises
+    the same KL from p(x) (soft labels of a forward in the attack's BatchNorm mode, the threat's
+    ``bn_mode``) and CE_ls is cross-entropy with label smoothing ``label_smoothing`` (DM-AT: 0.1).
 
-    Differences from the reference code, on purpose: the random start is our attack's
-    (uniform in the ball, instead of 0.001 * N(0, 1)), and everything else follows the paper.
+    ``start``: 'uniform' (our attack's start in the ball, the default) or 'normal', the
+    reference code's 0.001 * N(0, 1) (Zhang et al. 2019; DM-Improves-AT keeps it).
     """
 
-    def __init__(self, attack, beta: float = 6.0):
+    def __init__(self, attack, beta: float = 6.0, label_smoothing: float = 0.0,
+                 start: str = "uniform"):
         if attack.loss != "ce" or attack.targeted:
             raise ValueError("TRADES sets its own attack objective (KL); use loss=ce, untargeted")
-        self.attack, self.beta = dataclasses.replace(attack, loss=kl_loss), beta
+        if start not in ("uniform", "normal"):
+            raise ValueError(f"TRADES start must be 'uniform' or 'normal', got '{start}'")
+        self.attack = dataclasses.replace(attack, loss=kl_loss,
+                                          start_sigma=0.001 if start == "normal" else 0.0)
+        self.beta, self.label_smoothing = beta, label_smoothing
 
     def own_attacks(self) -> list:
         return [self.attack]
@@ -34,5 +41,6 @@ class TRADES(Strategy):
         logits_clean = model(batch.x)
         logits_adv = model(batch.inputs)
         robust = kl_loss(logits_adv, F.softmax(logits_clean.float(), dim=1)).mean()
-        loss = F.cross_entropy(logits_clean, batch.y) + self.beta * robust
+        natural = F.cross_entropy(logits_clean, batch.y, label_smoothing=self.label_smoothing)
+        loss = natural + self.beta * robust
         return StepOutput(loss, logits_adv, adversarial=True)
