@@ -210,3 +210,31 @@ def test_deepspeed_run_cannot_be_resumed_without_deepspeed(tmp_path, capsys):
     launch("deepspeed_zero1", "distadv/train.py", *common, "runtime.max_epochs_per_session=1")
     assert main(common) == 2  # plain single process: momentum would silently restart
     assert "saved under DeepSpeed" in capsys.readouterr().err
+
+
+def test_deepspeed_bf16_ema_averages_the_fp32_masters_and_resumes_exactly(tmp_path):
+    """ZeRO-2 with bf16 weights: the average is taken of each rank's fp32 master partition
+    (gathered once per epoch), not of the bf16 copies; a resumed run ends with the same
+    average bit for bit (each rank's partition is cut back out of the saved average)."""
+    common = ["recipe=demo", "runtime.max_steps_per_epoch=3", "early_stop.patience=0",
+              "log.progress=never", "runtime.precision=bf16", "ema.enabled=true",
+              "autoattack.enabled=false"]
+    # decay 0: the "average" is the last step's weights, so it shows what is averaged. The
+    # bf16 module holds the masters rounded; an average of the bf16 copies would equal them.
+    launch("deepspeed_zero2", "distadv/train.py", *common, "optim.epochs=1", "ema.decay=0",
+           f"run_dir={tmp_path / 'copy'}")
+    c = load_state(tmp_path / "copy/checkpoints/latest")
+    ema, model = c["method"]["ema"]["weights"], c["model"]
+    weights = [k for k, v in model.items() if v.dtype == torch.bfloat16 and k.endswith("weight")]
+    assert len(weights) == 4 and all(ema[k].dtype == torch.float32 for k in weights)
+    assert all(torch.equal(ema[k].to(torch.bfloat16), model[k]) for k in weights)  # masters...
+    assert all(not torch.equal(ema[k], model[k].float()) for k in weights)          # ... in fp32
+    resume = [*common, "optim.epochs=2"]
+    launch("deepspeed_zero2", "distadv/train.py", *resume, f"run_dir={tmp_path / 'full'}")
+    launch("deepspeed_zero2", "distadv/train.py", *resume, f"run_dir={tmp_path / 'cut'}",
+           "runtime.max_epochs_per_session=1")
+    launch("deepspeed_zero2", "distadv/train.py", *resume, f"run_dir={tmp_path / 'cut'}")
+    a = load_state(tmp_path / "full/checkpoints/latest")["method"]["ema"]
+    b = load_state(tmp_path / "cut/checkpoints/latest")["method"]["ema"]
+    assert a["steps"] == b["steps"] == 6
+    assert all(torch.equal(a["weights"][k], b["weights"][k]) for k in a["weights"])

@@ -264,3 +264,16 @@ def test_bad_method_settings_are_refused_with_one_line(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("*", r"\*")
                        .replace("(", r"\(").replace(")", r"\)")):
         load_config(["recipe=demo", override])
+
+
+def test_bad_method_setting_on_the_command_line_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+    from tests.conftest import ROOT, run_env
+    r = subprocess.run([sys.executable, str(ROOT / "distadv/train.py"), "recipe=demo",
+                        f"run_dir={tmp_path / 'r'}", "awp.enabled=true", "awp.gamma=-1"],
+                       capture_output=True, text=True, env=run_env(), timeout=120)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == ("distadv: error: awp.gamma must be > 0 (e.g. 0.005 "
+                                                 "for TRADES, 0.01 for PGD-AT), got -1.0")
+    assert not (tmp_path / "r").exists()

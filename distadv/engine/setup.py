@@ -204,3 +204,56 @@ def describe(accelerator: Accelerator, model, precision: str) -> dict:
             "world_size": accelerator.num_processes, "precision": precision,
             "zero_stage": accelerator.state.deepspeed_plugin.zero_stage
             if uses_deepspeed(accelerator) else None}
+
+
+def master_partitions(accelerator: Accelerator, optimizer):
+    """This rank's fp32 master weights where they are not the module's own parameters: under
+    DeepSpeed ZeRO-1/2 with bf16/fp16 weights, the flat fp32 partitions (one per parameter
+    group) that the optimizer updates in place. None otherwise (plain, DDP, DeepSpeed fp32:
+    the module's fp32 parameters are the masters)."""
+    if not uses_deepspeed(accelerator):
+        return None
+    zero = getattr(optimizer, "optimizer", optimizer)
+    if all(p.dtype == torch.float32 for group in zero.bit16_groups for p in group):
+        return None
+    return list(zero.single_partition_of_fp32_groups)
+
+
+def _zero_layout(optimizer):
+    """(ZeRO optimizer, per group: [(param, offset, numel, shape)]) of the flat buffers."""
+    zero = getattr(optimizer, "optimizer", optimizer)
+    groups = [[(p, off, m.numel(), m.shape) for p, m, off in
+               zip(zero.round_robin_bit16_groups[i], zero.round_robin_bit16_meta[i],
+                   zero.round_robin_bit16_offsets[i])]
+              for i in range(len(zero.bit16_groups_flat))]
+    return zero, groups
+
+
+def gather_partitions(optimizer, parts) -> dict:
+    """Every rank: assemble flat fp32 partitions laid out like the ZeRO masters (``parts``,
+    one per group) into whole tensors, keyed by the ``id`` of the module parameter each belongs
+    to. Cost: one all-gather of the model's fp32 size (EMA: once per epoch, not per step)."""
+    zero, groups = _zero_layout(optimizer)
+    world = torch.distributed.get_world_size()
+    out = {}
+    for i, part in enumerate(parts):
+        chunks = [torch.empty_like(part) for _ in range(world)]
+        torch.distributed.all_gather(chunks, part.contiguous())
+        full = torch.cat(chunks)
+        for p, off, n, shape in groups[i]:
+            out[id(p)] = full.narrow(0, off, n).view(shape)
+    return out
+
+
+def split_into_partitions(optimizer, values: dict) -> list:
+    """The inverse of ``gather_partitions`` for this rank: whole fp32 tensors (keyed by the
+    parameter's ``id``) cut into this rank's flat partition of each group. No communication."""
+    zero, groups = _zero_layout(optimizer)
+    rank = torch.distributed.get_rank()
+    parts = []
+    for i, flat in enumerate(zero.bit16_groups_flat):
+        full = torch.zeros(flat.numel(), dtype=torch.float32, device=flat.device)
+        for p, off, n, _ in groups[i]:
+            full.narrow(0, off, n).copy_(values[id(p)].reshape(-1))
+        parts.append(zero.get_data_parallel_partitions(full, i)[rank].clone())
+    return parts

@@ -20,6 +20,7 @@ from typing import Dict
 import torch
 from torch import nn
 
+from ..engine.setup import gather_partitions, master_partitions, split_into_partitions
 from ..engine.side_copy import side_copy
 from .addons import register_addon
 from .base import Method
@@ -44,15 +45,22 @@ def ema_decay(step: int, tau: float, warmup_steps: int, dynamic: bool = True) ->
 
 
 class EMA(Method):
-    """The average lives in a plain copy of the module (same device, fp32, eval-ready); it is
-    updated from the master weights every rank holds after the step (DDP: identical on every
-    rank, so no communication). ``state_dict``: the average's weights and the update count."""
+    """The average lives in a plain fp32 copy of the module (same device, eval-ready). It is
+    updated from the fp32 master weights after each step: the module's own parameters (plain,
+    DDP: identical on every rank, so no communication; DeepSpeed fp32), or under DeepSpeed
+    with bf16/fp16 weights each rank's flat fp32 partition of the masters (``engine/setup.py``:
+    ``master_partitions``), never the rounded bf16 copies. There each rank averages its own
+    partition (no communication per step) and the average is gathered into the module after
+    the epoch's last step (one all-gather per epoch). ``state_dict``: the average's weights
+    and the update count."""
 
     name = "ema"
 
-    def __init__(self, cfg: EMAConfig, module: nn.Module, total_steps: int):
+    def __init__(self, cfg: EMAConfig, module: nn.Module, total_steps: int,
+                 steps_per_epoch: int = 0, optimizer=None, masters=None):
         self.tau, self.dynamic = float(cfg.decay), bool(cfg.dynamic)
         self.warmup_steps = int(round(cfg.warmup * total_steps))
+        self.steps_per_epoch, self.optimizer = steps_per_epoch, optimizer
         self.module = side_copy(module).float()   # the average starts at the model's weights
         for p in self.module.parameters():
             p.requires_grad_(False)
@@ -61,16 +69,30 @@ class EMA(Method):
         self._src_buffers = [b for b in module.buffers()]
         self._params = [p for p in self.module.parameters()]
         self._buffers = [b for b in self.module.buffers()]
+        self._masters = masters                   # DeepSpeed bf16/fp16: this rank's partitions
+        self._parts = [m.detach().clone() for m in masters] if masters is not None else None
 
     @torch.no_grad()
     def update(self) -> None:
-        """One EMA step from the source module's current weights."""
+        """One EMA step from the current master weights."""
         decay = ema_decay(self.steps, self.tau, self.warmup_steps, self.dynamic)
-        src = [p.detach().float() for p in self._src_params]
-        torch._foreach_lerp_(self._params, src, 1.0 - decay)    # ema + (1-d) * (w - ema)
+        if self._parts is not None:
+            torch._foreach_lerp_(self._parts, self._masters, 1.0 - decay)
+        else:
+            src = [p.detach().float() for p in self._src_params]
+            torch._foreach_lerp_(self._params, src, 1.0 - decay)    # ema + (1-d) * (w - ema)
         if self._buffers:
             torch._foreach_copy_(self._buffers, [b.detach() for b in self._src_buffers])
         self.steps += 1
+        if self._parts is not None and self.steps_per_epoch and self.steps % self.steps_per_epoch == 0:
+            self._gather()
+
+    def _gather(self) -> None:
+        """Every rank: the partitions' average into the module (before validation)."""
+        whole = gather_partitions(self.optimizer, self._parts)
+        with torch.no_grad():
+            for p, mine in zip(self._src_params, self._params):
+                mine.copy_(whole[id(p)])
 
     def after_step(self, state) -> None:
         self.update()
@@ -85,6 +107,9 @@ class EMA(Method):
     def load_state_dict(self, state: Dict) -> None:
         self.module.load_state_dict(state["weights"])
         self.steps = int(state["steps"])
+        if self._parts is not None:   # each rank's partitions, cut from the saved average
+            values = {id(p): mine.detach() for p, mine in zip(self._src_params, self._params)}
+            self._parts = split_into_partitions(self.optimizer, values)
 
 
 def check_ema(c: EMAConfig, cfg) -> str:
@@ -101,5 +126,6 @@ def build_ema(cfg: EMAConfig, state):
     """EMA over the run's module when ``ema.enabled``."""
     if not cfg.enabled:
         return None
-    total = state.cfg.optim.epochs * state.parts.steps_per_epoch
-    return EMA(cfg, state.raw_model, total)
+    steps = state.parts.steps_per_epoch
+    return EMA(cfg, state.raw_model, state.cfg.optim.epochs * steps, steps, state.optimizer,
+               master_partitions(state.accelerator, state.optimizer))
