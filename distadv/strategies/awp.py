@@ -64,6 +64,8 @@ class AWP(Method):
         self._weights = [p for n, p in module.named_parameters() if n in names]
         self._proxy_weights = [p for n, p in self.proxy.named_parameters() if n in names]
         self._proxy_opt = torch.optim.SGD(self.proxy.parameters(), lr=float(cfg.proxy_lr))
+        self._all = [*module.parameters(), *module.buffers()]
+        self._proxy_all = [*self.proxy.parameters(), *self.proxy.buffers()]
         self.active = False
         self._saved: List[torch.Tensor] = []
         self.record = False                 # keep ||v_l|| / ||w_l|| of each step (tests)
@@ -75,9 +77,8 @@ class AWP(Method):
     def before_loss(self, state, batch: Batch) -> None:
         if not self.active:
             return
-        with torch.no_grad():
-            for dst, src in zip(self.proxy.state_dict().values(), self.module.state_dict().values()):
-                dst.copy_(src)
+        with torch.no_grad():   # one fused copy of every parameter and buffer
+            torch._foreach_copy_(self._proxy_all, self._all)
         self.proxy.train()
         loss = batch.owner.loss(self.proxy, batch).loss
         self._proxy_opt.zero_grad(set_to_none=True)
