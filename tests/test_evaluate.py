@@ -118,7 +118,7 @@ def audit_of(run, wrap=None):
     from distadv.engine.setup import make_accelerator
     from distadv.eval.audit import audit_attacks, checks
     from distadv.eval.session import load_run
-    from distadv.eval.suite_run import is_randomised, run_attacks
+    from distadv.eval.suite_run import AttackPlan, is_randomised, run_attacks
     from distadv.eval.suites import SuiteConfig
 
     ecfg = load_eval_config([f"run={run}", "suite=full", *SMALL])
@@ -127,8 +127,8 @@ def audit_of(run, wrap=None):
     model = wrap(model) if wrap else model
     rand = is_randomised(model, next(iter(loader))[0])
     res = run_attacks(model, loader, audit_attacks(load_run_config(run), suite, rand, 0),
-                      make_accelerator(load_run_config(run)), classes, 0, 1, {}, lambda r: None,
-                      log=lambda *a: None)
+                      make_accelerator(load_run_config(run)), classes,
+                      AttackPlan(log=lambda *a: None))
     return {c["check"]: c for c in checks(load_run_config(run), suite, res, rand)}
 
 

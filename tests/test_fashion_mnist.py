@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ import torch
 from conftest import ROOT, run_env
 
 from distadv.compose import load_config
-from distadv.data import Splits, build_splits
+from distadv.data import LoaderSpec, Splits, build_splits
 from distadv.data.base import IndexedImages
 from distadv.data.device import DeviceLoader
 from distadv.data.fashion_mnist import DEBIAN_DIR, FILES, load_fashion_mnist
@@ -75,14 +76,13 @@ def test_three_loaders_yield_pixel_identical_images(fmnist, tmp_path):
     splits = Splits(part(train, 300), part(train, 50), part(test, 120), None)
     cfg = load_config(["recipe=fmnist_linf", f"data.root={tmp_path}"]).data
     paths = write_betons(splits, cfg)
-    kw = dict(world=1, rank=0, seed=3, device="cpu")
     for split, train_mode in (("train", True), ("test", False)):
         ds = getattr(splits, split)
+        spec = LoaderSpec(16, train=train_mode, seed=3)
         loaders = {
-            "device": DeviceLoader(ds, 16, shuffle=train_mode, drop_last=train_mode, augment=False, **kw),
-            "torch": TorchLoader(ds, 16, train=train_mode, augment=False, num_workers=0, **kw),
-            "ffcv": FFCVLoader(paths[split], 16, train=train_mode, augment=False, num_workers=1,
-                               channels=1, **kw)}
+            "device": DeviceLoader(ds, spec),
+            "torch": TorchLoader(ds, spec),
+            "ffcv": FFCVLoader(paths[split], replace(spec, num_workers=1), channels=1)}
         seen = {n: {int(i): (x, int(y)) for xb, yb, ib in ld for x, y, i in zip(xb, yb, ib)}
                 for n, ld in loaders.items()}
         common = set.intersection(*(set(v) for v in seen.values()))

@@ -4,6 +4,7 @@ here in torchvision's real format (pickled batches + meta)."""
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 import sys
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from distadv.compose import load_config
-from distadv.data import IndexedImages
+from distadv.data import IndexedImages, LoaderSpec
 from distadv.data.cifar import load_cifar
 from distadv.data.device import DeviceLoader, sampler_indices
 from distadv.engine.fit import fit
@@ -68,9 +69,8 @@ def test_device_shards_reproduce_distributed_sampler(n, world, shuffle, drop_las
 
 
 def _both(ds, world, rank, train):
-    kw = dict(world=world, rank=rank, seed=3, device="cpu")
-    dev = DeviceLoader(ds, 8, shuffle=train, drop_last=train, augment=False, **kw)
-    tor = TorchLoader(ds, 8, train=train, augment=False, num_workers=0, **kw)
+    spec = LoaderSpec(8, world, rank, train, seed=3)
+    dev, tor = DeviceLoader(ds, spec), TorchLoader(ds, spec)
     return dev, tor
 
 
@@ -108,7 +108,7 @@ def test_device_loader_order_moves_on_with_the_epoch(cifar_root):
 def test_augmented_batches_are_exact_padded_crops(cifar_root):
     ds, _ = load_cifar("cifar10", str(cifar_root), download=False, verify=False)
     torch.manual_seed(0)
-    dev = DeviceLoader(ds, 16, 1, 0, True, True, 0, True, "cpu")
+    dev = DeviceLoader(ds, LoaderSpec(16, train=True, augment=True))
     x, _, idx = next(iter(dev))
     padded = torch.nn.functional.pad(ds.images[idx].float() / 255, (4, 4, 4, 4))
     for b in range(len(idx)):
@@ -129,9 +129,8 @@ def test_cifar_recipe_trains_on_the_tiny_archive(cifar_root, tmp_path, loader):
 
 def test_uint8_and_float_sets_give_the_same_device_batches():
     imgs = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8)
-    a = DeviceLoader(IndexedImages(imgs, torch.arange(10)), 5, 1, 0, False, False, 0, False, "cpu")
-    b = DeviceLoader(IndexedImages(imgs.float() / 255, torch.arange(10)), 5, 1, 0, False, False,
-                     0, False, "cpu")
+    a = DeviceLoader(IndexedImages(imgs, torch.arange(10)), LoaderSpec(5))
+    b = DeviceLoader(IndexedImages(imgs.float() / 255, torch.arange(10)), LoaderSpec(5))
     assert all(torch.equal(p[0], q[0]) for p, q in zip(a, b))
 
 
@@ -155,11 +154,11 @@ def test_three_loaders_yield_pixel_identical_examples(betons, split, train):
     from distadv.data.ffcv import FFCVLoader
     cfg, splits, paths = betons
     ds = getattr(splits, split)
-    kw = dict(world=1, rank=0, seed=3, device="cpu")
+    spec = LoaderSpec(8, train=train, seed=3)
     loaders = {
-        "device": DeviceLoader(ds, 8, shuffle=train, drop_last=train, augment=False, **kw),
-        "torch": TorchLoader(ds, 8, train=train, augment=False, num_workers=0, **kw),
-        "ffcv": FFCVLoader(paths[split], 8, train=train, augment=False, num_workers=1, **kw)}
+        "device": DeviceLoader(ds, spec),
+        "torch": TorchLoader(ds, spec),
+        "ffcv": FFCVLoader(paths[split], replace(spec, num_workers=1))}
     seen = {name: _by_index(ld) for name, ld in loaders.items()}
     if not train:   # evaluation drops nothing
         assert all(set(s) == set(range(len(ds))) for s in seen.values())
@@ -175,7 +174,7 @@ def test_three_loaders_yield_pixel_identical_examples(betons, split, train):
 def test_ffcv_augmentation_is_an_exact_padded_crop(betons):
     from distadv.data.ffcv import FFCVLoader
     _, splits, paths = betons
-    loader = FFCVLoader(paths["train"], 16, 1, 0, True, 0, True, "cpu", 1)
+    loader = FFCVLoader(paths["train"], LoaderSpec(16, train=True, augment=True, num_workers=1))
     x, _, idx = next(iter(loader))
     padded = torch.nn.functional.pad(splits.train.images[idx].float() / 255, (4, 4, 4, 4))
     for b in range(len(idx)):
@@ -189,7 +188,7 @@ def test_ffcv_loader_resumes_at_the_next_epoch_order(betons):
     _, _, paths = betons
     orders = []
     for epoch in (0, 1, 1):
-        loader = FFCVLoader(paths["train"], 8, 1, 0, True, 0, False, "cpu", 1)
+        loader = FFCVLoader(paths["train"], LoaderSpec(8, train=True, num_workers=1))
         loader.set_epoch(epoch)
         orders.append(torch.cat([i for _, _, i in loader]).tolist())
     assert orders[1] == orders[2] and orders[0] != orders[1]
@@ -200,7 +199,7 @@ def test_missing_ffcv_is_a_clear_message(monkeypatch, tmp_path):
     from distadv.errors import ConfigError
     monkeypatch.setitem(sys.modules, "ffcv", None)   # as if not installed
     with pytest.raises(ConfigError, match=r"make ffcv-deps.*pip install -e '\.\[ffcv\]'"):
-        ffcv_mod.FFCVLoader(tmp_path / "x.beton", 8, 1, 0, True, 0, False, "cpu", 1)
+        ffcv_mod.FFCVLoader(tmp_path / "x.beton", LoaderSpec(8, train=True, num_workers=1))
 
 
 def _launch2(*args):
@@ -220,7 +219,7 @@ def test_corrupt_beton_is_a_clear_error(betons, tmp_path, damage):
     data = betons[2]["val"].read_bytes()
     bad.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not a beton" * 64)
     with pytest.raises(DataError, match=r"is corrupt or not a \.beton .*tools/make_beton.py"):
-        FFCVLoader(bad, 8, 1, 0, False, 0, False, "cpu", 1)
+        FFCVLoader(bad, LoaderSpec(8, num_workers=1))
 
 
 def test_ffcv_rank_shards_are_disjoint_and_eval_covers_everything(betons, tmp_path):

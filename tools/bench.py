@@ -191,13 +191,16 @@ def scaling_2proc(tmp: Path, reps: int) -> dict:
 def loader_throughput(tmp: Path, n: int, batch: int, reps: int) -> dict:
     """Training images/s of each loader over ``n`` CIFAR-shaped uint8 images with crop + flip
     (one process, CPU), median over ``reps`` epochs after one warm-up epoch."""
-    from distadv.data import synthetic
+    from dataclasses import replace
+
+    from distadv.data import LoaderSpec, synthetic
     from distadv.data.device import DeviceLoader
     from distadv.engine.loaders import TorchLoader
 
     train, _, _ = synthetic("cifar10", n)
-    makers = {"device": lambda: DeviceLoader(train, batch, 1, 0, True, True, 0, True, "cpu"),
-              "torch": lambda: TorchLoader(train, batch, 1, 0, True, 0, True, "cpu", 0)}
+    spec = LoaderSpec(batch, train=True, augment=True)
+    makers = {"device": lambda: DeviceLoader(train, spec),
+              "torch": lambda: TorchLoader(train, spec)}
     try:
         from omegaconf import OmegaConf
 
@@ -206,7 +209,7 @@ def loader_throughput(tmp: Path, n: int, batch: int, reps: int) -> dict:
         from distadv.data.ffcv import FFCVLoader, write_betons
         cfg = OmegaConf.structured(DataConfig(name="cifar10", root=str(tmp), val_size=0))
         paths = write_betons(Splits(train, train, train, None), cfg)
-        makers["ffcv"] = lambda: FFCVLoader(paths["train"], batch, 1, 0, True, 0, True, "cpu", 2)
+        makers["ffcv"] = lambda: FFCVLoader(paths["train"], replace(spec, num_workers=2))
     except Exception as exc:  # FFCV not installed: report the others
         print(f"bench: ffcv skipped ({type(exc).__name__})", file=sys.stderr)
     out = {}

@@ -5,7 +5,7 @@ import torch
 
 from ..registry import Registry
 from .augment import random_crop_flip
-from .base import DataInfo, IndexedImages, Splits, split_train_val
+from .base import DataInfo, IndexedImages, LoaderSpec, Splits, split_train_val
 from .cifar import CIFAR_MEAN, CIFAR_STD, load_cifar
 from .digits import digits_train_test
 from .fashion_mnist import MEAN as FMNIST_MEAN, STD as FMNIST_STD, load_fashion_mnist
@@ -81,5 +81,5 @@ def build_splits(cfg) -> Splits:
     return Splits(train, val, test, info)
 
 
-__all__ = ["DATASETS", "SHAPES", "DEFAULT_ROOTS", "build_splits", "data_root", "image_side", "Splits", "DataInfo", "IndexedImages",
+__all__ = ["DATASETS", "SHAPES", "DEFAULT_ROOTS", "build_splits", "data_root", "image_side", "Splits", "DataInfo", "IndexedImages", "LoaderSpec",
            "random_crop_flip", "split_train_val", "synthetic"]

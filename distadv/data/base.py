@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 import torch
 from torch.utils.data import Dataset
@@ -64,3 +64,22 @@ def split_train_val(full: IndexedImages, val_size: int, seed: int):
         raise ValueError(f"data.val_size must be in [1, {len(full) - 1}], got {val_size}")
     perm = torch.randperm(len(full), generator=torch.Generator().manual_seed(seed))
     return full.subset(perm[val_size:].sort().values), full.subset(perm[:val_size].sort().values)
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """How one rank reads one split: every loader (torch, device, FFCV, mixed) takes one.
+
+    ``batch`` is the per-rank batch. ``train``: shuffled by (seed, epoch) and the last incomplete
+    batch dropped (DistributedSampler's shuffle and drop_last); else in order, ranks padded to
+    equal length with duplicates. ``augment``: random crop (pad 4) + flip on the device.
+    """
+
+    batch: int
+    world: int = 1
+    rank: int = 0
+    train: bool = False
+    seed: int = 0
+    augment: bool = False
+    device: Any = "cpu"
+    num_workers: int = 0

@@ -14,7 +14,7 @@ from typing import Iterator, Tuple
 import torch
 
 from .augment import random_crop_flip
-from .base import IndexedImages
+from .base import IndexedImages, LoaderSpec
 
 
 def sampler_indices(n: int, world: int, rank: int, shuffle: bool, seed: int, epoch: int,
@@ -45,12 +45,12 @@ class DeviceLoader:
     4-pixel zero-padded self, flipped or not (the global RNG, reseeded per epoch and rank).
     """
 
-    def __init__(self, ds: IndexedImages, batch_size: int, world: int, rank: int, shuffle: bool,
-                 drop_last: bool, seed: int, augment: bool, device):
-        self.images = ds.images.to(device)
-        self.labels = ds.labels.to(device)
-        self.batch_size, self.world, self.rank = batch_size, world, rank
-        self.shuffle, self.drop_last, self.seed, self.augment = shuffle, drop_last, seed, augment
+    def __init__(self, ds: IndexedImages, spec: LoaderSpec):
+        self.images = ds.images.to(spec.device)
+        self.labels = ds.labels.to(spec.device)
+        self.batch_size, self.world, self.rank = spec.batch, spec.world, spec.rank
+        self.shuffle = self.drop_last = spec.train
+        self.seed, self.augment = spec.seed, spec.augment
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:

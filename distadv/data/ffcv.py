@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError
+from .base import LoaderSpec
 
 _INSTALL = ("the ffcv loader needs FFCV and its system libraries: run `make ffcv-deps` "
             "(apt: libturbojpeg0-dev libopencv-dev pkg-config g++) and then "
@@ -89,16 +90,16 @@ class FFCVLoader:
     """Batches ``(x, y, index)`` of one rank from a .beton, on ``device``, x in [0, 1];
     ``channels`` = 1 keeps the first of the three stored channels (grey data sets)."""
 
-    def __init__(self, path: Path, batch: int, world: int, rank: int, train: bool, seed: int,
-                 augment: bool, device, num_workers: int, channels: int = 3):
+    def __init__(self, path: Path, spec: LoaderSpec, channels: int = 3):
         ffcv = _ffcv()
+        batch, world, train, device = spec.batch, spec.world, spec.train, spec.device
         self.channels = channels
         if not Path(path).is_file():
             raise DataError(f"{path} not found; write it with `python tools/make_beton.py "
                             f"recipe=... data.root=...` (same data.val_size and data.split_seed)")
         t, d = ffcv.transforms, ffcv.fields.decoders
         image = [d.SimpleRGBImageDecoder()]
-        if augment:
+        if spec.augment:
             image += [t.RandomHorizontalFlip(), t.RandomTranslate(padding=4)]
         image += [t.ToTensor(), t.ToDevice(torch.device(device), non_blocking=True),
                   t.ToTorchImage()]
@@ -108,9 +109,9 @@ class FFCVLoader:
         order = ffcv.loader.OrderOption
         try:  # FFCV reads the header and the allocation table here
             self.loader = ffcv.loader.Loader(
-                str(path), batch_size=batch, num_workers=max(1, min(num_workers or 1, cores)),
+                str(path), batch_size=batch, num_workers=max(1, min(spec.num_workers or 1, cores)),
                 order=order.RANDOM if train else order.SEQUENTIAL, drop_last=train,
-                distributed=world > 1, seed=seed,
+                distributed=world > 1, seed=spec.seed,
                 pipelines={"image": image, "label": as_long(), "index": as_long()})
         except (AssertionError, ValueError, IndexError, OSError) as exc:
             # measured: a truncated file -> ValueError, another format -> AssertionError

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from ..data import build_splits
 from ..errors import RunDirError
 from ..eval.crosscheck import crosscheck
-from ..eval.runner import evaluate
+from ..eval.runner import EvalOptions, evaluate
 from ..eval.suites import seed_attacks
 from . import checkpoint as ck
 from .faults import main_writes
@@ -99,10 +99,10 @@ def _run_epoch(st: TrainState, epoch: int, val_attacks, tracker, progress: bool)
     broadcast_buffers(model)                 # every shard scored with rank 0's BN stats
     main = accelerator.is_main_process
     metric = cfg.early_stop.metric
+    opts = EvalOptions(cfg.runtime.max_steps_per_epoch, cfg.log.image_grid if main else 0,
+                       metric if metric in val_attacks else None, st.parts.memory_format)
     val, images = evaluate(model, st.parts.val_dl, val_attacks, accelerator,
-                           st.parts.splits.info.num_classes, cfg.runtime.max_steps_per_epoch,
-                           cfg.log.image_grid if main else 0,
-                           metric if metric in val_attacks else None, st.parts.memory_format)
+                           st.parts.splits.info.num_classes, opts)
     improved = st.stopper.update(val[metric], epoch + 1)
     record = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
               **{f"val/{k}": v for k, v in val.items()},
@@ -167,7 +167,7 @@ def _final_test(st: TrainState, attacks, tracker) -> Dict:
     broadcast_buffers(model)
     start = time.perf_counter()
     test, _ = evaluate(model, r.test_dl, attacks, accelerator, r.splits.info.num_classes,
-                       memory_format=r.memory_format)
+                       EvalOptions(memory_format=r.memory_format))
     seconds = {"epochs": sum(h.get("epoch_s", 0.0) for h in history),
                "test": time.perf_counter() - start}
     best = next(h for h in history if h["epoch"] == stopper.best_epoch)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..data import random_crop_flip
+from ..data import LoaderSpec, random_crop_flip
 from ..data.device import DeviceLoader
 from ..data.ffcv import FFCVLoader, beton_path
 from ..errors import ConfigError
@@ -22,13 +22,13 @@ class TorchLoader:
     """torch DataLoader over a DistributedSampler; batches go to ``device`` and are augmented
     there (batched crop + flip, the same operation as the device loader)."""
 
-    def __init__(self, ds, batch: int, world: int, rank: int, train: bool, seed: int,
-                 augment: bool, device, num_workers: int):
-        sampler = DistributedSampler(ds, num_replicas=world, rank=rank, shuffle=train, seed=seed,
-                                     drop_last=train)
-        self.dl = DataLoader(ds, batch_size=batch, sampler=sampler, drop_last=train,
-                             num_workers=num_workers, persistent_workers=num_workers > 0)
-        self.device, self.augment = device, augment
+    def __init__(self, ds, spec: LoaderSpec):
+        sampler = DistributedSampler(ds, num_replicas=spec.world, rank=spec.rank,
+                                     shuffle=spec.train, seed=spec.seed, drop_last=spec.train)
+        self.dl = DataLoader(ds, batch_size=spec.batch, sampler=sampler, drop_last=spec.train,
+                             num_workers=spec.num_workers,
+                             persistent_workers=spec.num_workers > 0)
+        self.device, self.augment = spec.device, spec.augment
 
     def set_epoch(self, epoch: int) -> None:
         """Order of ``epoch`` (DistributedSampler.set_epoch)."""
@@ -54,14 +54,14 @@ def make_loaders(splits, cfg, world: int, rank: int, seed: int, device):
     to equal length with duplicates, which ``eval.runner`` removes by example index.
     """
     def loader(ds, batch, train):
-        aug = train and cfg.augment
+        spec = LoaderSpec(batch, world, rank, train, seed, train and cfg.augment, device,
+                          cfg.num_workers)
         if cfg.loader == "device":
-            return DeviceLoader(ds, batch, world, rank, train, train, seed, aug, device)
+            return DeviceLoader(ds, spec)
         if cfg.loader == "ffcv":
             split = "train" if train else ("val" if ds is splits.val else "test")
-            return FFCVLoader(beton_path(cfg, split), batch, world, rank, train, seed, aug,
-                              device, cfg.num_workers, splits.info.in_channels)
-        return TorchLoader(ds, batch, world, rank, train, seed, aug, device, cfg.num_workers)
+            return FFCVLoader(beton_path(cfg, split), spec, splits.info.in_channels)
+        return TorchLoader(ds, spec)
 
     b = per_rank(cfg.batch_size, world, "data.batch_size")
     eb = per_rank(cfg.eval_batch_size, world, "data.eval_batch_size")

@@ -11,7 +11,7 @@ from ..engine.setup import make_accelerator
 from .audit import audit_attacks, checks
 from .session import load_run, run_config
 from .store import EvalStore, file_sha256
-from .suite_run import is_randomised, run_attacks
+from .suite_run import AttackPlan, is_randomised, run_attacks
 from .suites import SuiteConfig, resolve
 
 
@@ -46,8 +46,8 @@ def run_evaluation(ecfg, accelerator=None, splits=None, show_table: bool = True)
     if suite.audit:
         for name, atk in audit_attacks(run_cfg, suite, randomised, ecfg.seed).items():
             attacks.setdefault(name, atk)
-    res = run_attacks(model, loader, attacks, accelerator, num_classes, ecfg.seed, repeats,
-                      store.done(), save, log)
+    res = run_attacks(model, loader, attacks, accelerator, num_classes,
+                      AttackPlan(ecfg.seed, repeats, store.done(), save, log))
     results = {"run": str(run_dir), "checkpoint": str(ckpt), "split": ecfg.split,
                "suite": suite.name, "randomised": randomised, "repeats": repeats,
                "world_size": accelerator.num_processes,

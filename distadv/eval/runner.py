@@ -1,6 +1,7 @@
 """Evaluation epoch: natural accuracy and accuracy under each attack, counted exactly once."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -18,11 +19,23 @@ def _first_occurrence(idx: torch.Tensor) -> torch.Tensor:
     return first.scatter_reduce(0, inverse, pos, reduce="amin")
 
 
+@dataclass
+class EvalOptions:
+    """What an evaluation keeps besides the accuracies, and how far it goes.
+
+    ``max_steps``: the first N batches only; ``keep_images``: clean/adversarial examples of
+    rank 0's first batch under ``image_attack`` (default the first attack); ``memory_format``
+    of the inputs; ``verdicts``: a dict filled with per-example 0/1 correctness columns."""
+
+    max_steps: Optional[int] = None
+    keep_images: int = 0
+    image_attack: Optional[str] = None
+    memory_format: torch.memory_format = torch.contiguous_format
+    verdicts: Optional[Dict[str, torch.Tensor]] = None
+
+
 def evaluate(model: nn.Module, loader, attacks: Dict[str, Callable], accelerator, num_classes: int,
-             max_steps: Optional[int] = None, keep_images: int = 0,
-             image_attack: Optional[str] = None,
-             memory_format=torch.contiguous_format,
-             verdicts: Optional[Dict[str, torch.Tensor]] = None) -> Tuple[Dict[str, float], Optional[dict]]:
+             opts: Optional[EvalOptions] = None) -> Tuple[Dict[str, float], Optional[dict]]:
     """Accuracy of ``model`` (unwrapped) on ``loader``: clean and under every attack.
 
     Each rank attacks its own shard; per-example results are gathered once at the end (one
@@ -32,6 +45,9 @@ def evaluate(model: nn.Module, loader, attacks: Dict[str, Callable], accelerator
     A ``verdicts`` dict is filled with the per-example 0/1 correctness of each column
     ('index', 'natural', <attack>...), ordered by example index (every rank gets them).
     """
+    opts = opts or EvalOptions()
+    max_steps, keep_images, image_attack = opts.max_steps, opts.keep_images, opts.image_attack
+    memory_format, verdicts = opts.memory_format, opts.verdicts
     names = list(attacks)
     rows, images = [], None
     device = accelerator.device
