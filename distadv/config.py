@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, make_dataclass
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 
 @dataclass
@@ -41,6 +41,15 @@ class DataConfig:
     num_workers: int = 0
     synthetic: bool = False     # random data of the data set's shape (smoke tests, no files)
     synthetic_size: int = 64    # examples per split when synthetic
+    # Generated training images (distadv/data/generated): a set's folder (tools/
+    # import_generated.py writes one) or a list of them. Training batches only.
+    extra: Any = None
+    extra_fraction: float = 0.7     # generated share of every batch: int(batch * fraction)
+    extra_shares: Optional[List[float]] = None  # per set, any positive weights; null: by size
+    extra_replacement: bool = True  # true: uniform draws (DM-AT); false: a seeded permutation
+                                    # of each set, continued across epochs (resumes exactly)
+    epoch_samples: Optional[int] = None  # with extra: samples per epoch (DM-AT: 50000);
+                                         # null: the training split's size
 
 
 @dataclass

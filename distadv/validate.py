@@ -4,12 +4,13 @@ from __future__ import annotations
 import re
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .attacks import LOSSES, NORMS
 from .attacks.autoattack import check_components, check_version
 from .data import DATASETS, SHAPES, image_side
 from .data.digits import SIZES as DIGITS_SIZES
+from .data.generated import extra_paths, split_counts
 from .errors import ConfigError
 from .models import MODELS, builder_params, create_model
 from .strategies import STRATEGIES, THREAT_COUNT
@@ -55,6 +56,37 @@ def _check_model_fits(d, m) -> None:
                           "choose another model.name or a larger data.image_size") from None
 
 
+def _check_extra(d) -> None:
+    """data.extra and its keys (the files themselves are checked when they are opened)."""
+    paths = extra_paths(d)
+    if not paths:
+        _check(d.epoch_samples is None, "data.epoch_samples is for runs with data.extra "
+               "(generated images); remove it")
+        return
+    _check(d.extra is None or isinstance(d.extra, str) or OmegaConf.is_list(d.extra),
+           f"data.extra must be a folder or a list of folders, got {d.extra!r}")
+    _check(d.loader in ("torch", "device"), f"data.extra works with data.loader=torch or "
+           f"device (it reads memory-mapped .npy sets), not '{d.loader}'")
+    _check(0 < d.extra_fraction < 1, f"data.extra_fraction must be in (0, 1) (the generated "
+           f"share of each batch; DM-AT: 0.7), got {d.extra_fraction}")
+    g = int(d.batch_size * d.extra_fraction)
+    _check(0 < g < d.batch_size, f"data.batch_size={d.batch_size} at data.extra_fraction="
+           f"{d.extra_fraction} gives {g} generated and {d.batch_size - g} real images per batch; "
+           "both must be >= 1: raise data.batch_size")
+    if d.extra_shares is not None:
+        _check(len(d.extra_shares) == len(paths), f"data.extra_shares has {len(d.extra_shares)} "
+               f"entries for {len(paths)} set(s) in data.extra; give one weight per set")
+        _check(all(w > 0 for w in d.extra_shares), f"data.extra_shares must be > 0, got "
+               f"{list(d.extra_shares)}")
+        counts = split_counts(g, list(d.extra_shares))
+        _check(min(counts) > 0, f"data.extra_shares={list(d.extra_shares)} split the {g} "
+               f"generated images per batch as {counts}: a set that gets none is never used; "
+               "raise its share or data.batch_size")
+    _check(d.epoch_samples is None or d.epoch_samples >= d.batch_size,
+           f"data.epoch_samples={d.epoch_samples} is less than one batch ({d.batch_size}); "
+           "use e.g. 50000 (DM-AT) or null (the training split's size)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid value in ``cfg`` (a composed RunConfig)."""
     for key in ("name", "recipe"):
@@ -73,6 +105,7 @@ def validate(cfg: DictConfig) -> None:
            f"native 8x8), got {d.image_size}")
     _check(d.batch_size >= 1 and d.eval_batch_size >= 1, "data.batch_size and data.eval_batch_size must be >= 1")
     _one_of("data.loader", d.loader, ["torch", "device", "ffcv"])
+    _check_extra(d)
     _one_of("model.name", m.name, MODELS.names())
     _check(m.width is None or "width" in builder_params(m.name),
            f"model.width is only for preact_resnet18, not '{m.name}'; remove model.width")

@@ -20,16 +20,13 @@ def main(argv=None) -> int:
     from distadv.compose import load_config
     from distadv.data import build_splits
     from distadv.data.ffcv import write_betons
-    from distadv.errors import UserError
+    from tools.cli import run_cli
 
-    try:
+    def body():
         cfg = load_config(sys.argv[1:] if argv is None else argv)
         for split, path in write_betons(build_splits(cfg.data), cfg.data).items():
             print(f"{split}: {path}")
-    except UserError as exc:
-        print(f"distadv: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(body)
 
 
 if __name__ == "__main__":

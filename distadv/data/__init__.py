@@ -8,6 +8,7 @@ from .augment import random_crop_flip
 from .base import DataInfo, IndexedImages, LoaderSpec, Splits, split_train_val
 from .cifar import CIFAR_MEAN, CIFAR_STD, load_cifar
 from .digits import digits_train_test
+from .generated import open_extra
 from .fashion_mnist import MEAN as FMNIST_MEAN, STD as FMNIST_STD, load_fashion_mnist
 
 DATASETS: Registry = Registry("data set")
@@ -67,8 +68,10 @@ def synthetic(name: str, n: int, seed: int = 0, size: int | None = None) -> tupl
     return make(), make(), DataInfo(classes, ch, s, [0.5] * ch, [0.25] * ch)
 
 
-def build_splits(cfg) -> Splits:
-    """Load ``cfg.name`` (a DataConfig) and hold out the validation split."""
+def build_splits(cfg, with_extra: bool = False) -> Splits:
+    """Load ``cfg.name`` (a DataConfig) and hold out the validation split; ``with_extra``
+    also opens and verifies the generated sets of ``data.extra`` (training needs them,
+    evaluation does not)."""
     if cfg.synthetic:
         full, test, info = synthetic(cfg.name, 2 * cfg.synthetic_size, size=image_side(cfg))
         val_size = min(cfg.val_size, cfg.synthetic_size)
@@ -78,7 +81,8 @@ def build_splits(cfg) -> Splits:
     train, val = split_train_val(full, val_size, cfg.split_seed)
     if cfg.test_size is not None and cfg.test_size < len(test):
         test = test.subset(torch.arange(cfg.test_size))
-    return Splits(train, val, test, info)
+    extra = open_extra(cfg, info) if with_extra else []
+    return Splits(train, val, test, info, extra)
 
 
 __all__ = ["DATASETS", "SHAPES", "DEFAULT_ROOTS", "build_splits", "data_root", "image_side", "Splits", "DataInfo", "IndexedImages", "LoaderSpec",

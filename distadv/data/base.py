@@ -1,7 +1,7 @@
 """What every data set hands the rest of the toolkit: tensors in memory plus their metadata."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence, Tuple
 
 import torch
@@ -46,12 +46,14 @@ class DataInfo:
 
 @dataclass
 class Splits:
-    """Train (minus validation), validation (held out from train) and test sets."""
+    """Train (minus validation), validation (held out from train) and test sets, and the
+    generated sets mixed into training batches (``data.extra``)."""
 
     train: IndexedImages
     val: IndexedImages
     test: IndexedImages
     info: DataInfo
+    extra: list = field(default_factory=list)  # generated training sets (GeneratedSet), if any
 
 
 def split_train_val(full: IndexedImages, val_size: int, seed: int):

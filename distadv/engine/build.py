@@ -11,7 +11,7 @@ from torch import nn
 from ..data import Splits, build_splits
 from ..models import create_model
 from . import checkpoint as ck
-from .loaders import make_loaders, per_rank
+from .loaders import eval_loaders, per_rank, train_loader
 from .optim import build_optimizer, build_scheduler
 from .setup import channels_last, load_optimizer, load_partitions, prepare
 
@@ -47,13 +47,15 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
     """Create and prepare a run; ``state`` (a ``latest`` checkpoint) restores model, optimizer
     and schedule before ``prepare`` (the grad scaler and DeepSpeed partitions from ``ckpt_dir``
     after it)."""
-    splits = splits or build_splits(cfg.data)
+    splits = splits or build_splits(cfg.data, with_extra=True)
     info = splits.info
     torch.manual_seed(cfg.seed)                        # same initial weights on every rank
     model = model_for(cfg, info)
-    world, rank = accelerator.num_processes, accelerator.process_index
-    train_dl, val_dl, test_dl = make_loaders(splits, cfg.data, world, rank, cfg.seed,
-                                             accelerator.device)
+    world = accelerator.num_processes
+    train_dl = train_loader(splits, cfg.data, accelerator, cfg.seed, cfg.runtime.max_steps_per_epoch)
+    val_dl, test_dl = eval_loaders(splits, cfg.data, accelerator, cfg.seed)
+    if state is not None and hasattr(train_dl, "load_state_dict"):
+        train_dl.load_state_dict(state.get("sampler"))  # generated sets: where the draws were
     steps = len(train_dl) if cfg.runtime.max_steps_per_epoch is None else min(
         len(train_dl), cfg.runtime.max_steps_per_epoch)
     optimizer = build_optimizer(model, cfg.optim)

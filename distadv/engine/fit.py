@@ -46,7 +46,7 @@ def fit(cfg) -> Dict:
             print(f"{run_dir} is already finished; results:\n{results_table(results)}")
         return results
 
-    splits = build_splits(cfg.data)                    # data errors also come before any write
+    splits = build_splits(cfg.data, with_extra=True)   # data errors also come before any write
     main_writes(accelerator, lambda: _prepare(p, run_dir, cfg), f"rank 0 could not prepare {run_dir}")
 
     saved = _resume_state(p, accelerator) if status == "resume" else None

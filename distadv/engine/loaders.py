@@ -2,11 +2,14 @@
 ``(x, y, index)`` with x in [0, 1], training batches already augmented."""
 from __future__ import annotations
 
+from typing import Optional
+
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data import LoaderSpec, random_crop_flip
 from ..data.device import DeviceLoader
 from ..data.ffcv import FFCVLoader, beton_path
+from ..data.generated import MixedLoader, mix_spec
 from ..errors import ConfigError
 
 
@@ -45,28 +48,44 @@ class TorchLoader:
             yield x, y.to(self.device, non_blocking=True), idx.to(self.device)
 
 
-def make_loaders(splits, cfg, world: int, rank: int, seed: int, device):
-    """Train / val / test loaders for this rank (``cfg`` is the DataConfig).
+def _loader(ds, splits, cfg, spec: LoaderSpec):
+    """The ``data.loader`` loader of one split (``ds``, one of ``splits``')."""
+    if cfg.loader == "device":
+        return DeviceLoader(ds, spec)
+    if cfg.loader == "ffcv":
+        split = "train" if ds is splits.train else ("val" if ds is splits.val else "test")
+        return FFCVLoader(beton_path(cfg, split), spec, splits.info.in_channels)
+    return TorchLoader(ds, spec)
 
-    Train: shuffled by (seed, epoch) via ``set_epoch``, so a resumed epoch replays the same
-    order, and the union of the ranks' k-th batches is the k-th batch of a 1-process run with the
-    same global batch; the last incomplete batch is dropped. Eval: unshuffled; ranks are padded
-    to equal length with duplicates, which ``eval.runner`` removes by example index.
-    """
-    def loader(ds, batch, train):
-        spec = LoaderSpec(batch, world, rank, train, seed, train and cfg.augment, device,
-                          cfg.num_workers)
-        if cfg.loader == "device":
-            return DeviceLoader(ds, spec)
-        if cfg.loader == "ffcv":
-            split = "train" if train else ("val" if ds is splits.val else "test")
-            return FFCVLoader(beton_path(cfg, split), spec, splits.info.in_channels)
-        return TorchLoader(ds, spec)
 
-    b = per_rank(cfg.batch_size, world, "data.batch_size")
-    eb = per_rank(cfg.eval_batch_size, world, "data.eval_batch_size")
-    train = loader(splits.train, b, True)
-    if len(train) == 0:
+def _spec(cfg, accelerator, seed: int, train: bool) -> LoaderSpec:
+    world = accelerator.num_processes
+    batch = per_rank(cfg.batch_size, world, "data.batch_size") if train else \
+        per_rank(cfg.eval_batch_size, world, "data.eval_batch_size")
+    return LoaderSpec(batch, world, accelerator.process_index, train, seed,
+                      train and cfg.augment, accelerator.device, cfg.num_workers)
+
+
+def train_loader(splits, cfg, accelerator, seed: int, max_steps: Optional[int] = None):
+    """This rank's training loader (``cfg`` is the DataConfig): shuffled by (seed, epoch) via
+    ``set_epoch``, so a resumed epoch replays the same order, and the union of the ranks' k-th
+    batches is the k-th batch of a 1-process run with the same global batch; the last
+    incomplete batch is dropped. With generated sets (``splits.extra``) it is the mixed loader
+    (``data/generated``), whose epoch is ``max_steps`` at most."""
+    spec = _spec(cfg, accelerator, seed, True)
+    if splits.extra:
+        mix = mix_spec(cfg, splits.extra, len(splits.train), seed)
+        loader = MixedLoader(splits.train, splits.extra, mix, spec, max_steps)
+    else:
+        loader = _loader(splits.train, splits, cfg, spec)
+    if len(loader) == 0:
         raise ConfigError(f"data.batch_size={cfg.batch_size} exceeds the {len(splits.train)} "
                           "training examples; lower it")
-    return train, loader(splits.val, eb, False), loader(splits.test, eb, False)
+    return loader
+
+
+def eval_loaders(splits, cfg, accelerator, seed: int):
+    """This rank's validation and test loaders: unshuffled; ranks are padded to equal length
+    with duplicates, which ``eval.runner`` removes by example index. Never generated images."""
+    spec = _spec(cfg, accelerator, seed, False)
+    return _loader(splits.val, splits, cfg, spec), _loader(splits.test, splits, cfg, spec)

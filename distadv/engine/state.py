@@ -7,6 +7,7 @@
     scheduler   LambdaLR state         scaler   the fp16 grad scaler's state (or None)
     epoch       epochs finished        early_stop, history
     method      the training method's own state, by node name (EMA's average, ...), if any
+    sampler     with data.extra: the generated sets' identities and cursors (MixSampler)
 
 ``best.safetensors`` holds the weights of the model that is evaluated (``eval_model``: EMA's
 average when EMA is on, else the trained model), written when validation improves.
@@ -104,6 +105,8 @@ class TrainState:
         method = self.method.state_dict()
         if method:  # absent for plain methods: their checkpoints stay as they were
             state["method"] = method
+        if hasattr(self.parts.train_dl, "state_dict"):  # generated sets: the sampler's cursors
+            state["sampler"] = self.parts.train_dl.state_dict()
         ck.save_state(p["latest"], keep_previous=p["previous"], state=state)
         # A small readable twin of the state (no tensors): `slurm/status.py` and `tools/report.py`
         # read it without loading the checkpoint. Written after `latest`, so it never runs ahead.

@@ -12,7 +12,7 @@ from ..data import build_splits
 from ..data.base import IndexedImages
 from ..engine import checkpoint as ck
 from ..engine.build import model_for
-from ..engine.loaders import make_loaders
+from ..engine.loaders import eval_loaders
 from ..engine.rundir import load_run_config, paths
 from ..errors import ConfigError
 
@@ -69,6 +69,5 @@ def load_run(ecfg, accelerator, splits=None) -> Tuple[object, torch.nn.Module, o
     path = checkpoint_path(run_dir, ecfg.checkpoint)
     load_weights_into(model, path, ecfg.checkpoint)
     model.to(accelerator.device).eval()
-    _, val_dl, test_dl = make_loaders(splits, run_cfg.data, accelerator.num_processes,
-                                      accelerator.process_index, run_cfg.seed, accelerator.device)
+    val_dl, test_dl = eval_loaders(splits, run_cfg.data, accelerator, run_cfg.seed)
     return run_cfg, model, test_dl if ecfg.split == "test" else val_dl, info.num_classes, path
