@@ -83,16 +83,21 @@ def generate(args, overrides) -> None:
         raise UserError(f"--generator {args.generator}: {exc}") from None
     rng = np.random.default_rng(args.seed)
     labels = rng.permutation(np.arange(args.count) % classes)
-    chunks = ((make(labels[i:i + args.chunk], rng), labels[i:i + args.chunk])
-              for i in range(0, args.count, args.chunk))
+
+    def chunks():
+        for i in range(0, args.count, args.chunk):
+            try:
+                yield make(labels[i:i + args.chunk], rng), labels[i:i + args.chunk]
+            except ValueError as exc:          # the stand-ins' way of saying "cannot"
+                raise UserError(f"--generator {args.generator}: {exc}") from None
     if args.out.suffix == ".npz":      # DM-AT's format: in memory, for small sets
-        images = np.concatenate([x for x, _ in chunks])
+        images = np.concatenate([x for x, _ in chunks()])
         tmp = args.out.with_name(f".{args.out.name}.tmp.npz")
         np.savez(tmp, image=images, label=labels.astype(np.int64))
         tmp.replace(args.out)
     else:
         SetWriter(args.out, args.count, shape, classes, 1_000_000,
-                  {"generator": args.generator, "seed": args.seed}).write_all(chunks)
+                  {"generator": args.generator, "seed": args.seed}).write_all(chunks())
     print(f"{args.out}: {args.count} images of {'x'.join(map(str, shape))} from "
           f"{args.generator}, {classes} classes")
 

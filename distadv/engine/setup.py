@@ -199,11 +199,28 @@ def prune_saved_partitions(accelerator: Accelerator, ckpt_dir, epoch: int) -> No
 
 
 def describe(accelerator: Accelerator, model, precision: str) -> dict:
-    """What results.json reports about the launch."""
+    """What results.json reports about the launch (a collective: every rank calls it), with
+    each rank's peak RSS so far (``peak_rss_mib``, rank order)."""
+    peak = torch.tensor([peak_rss_mib()], dtype=torch.float64, device=accelerator.device)
     return {"type": str(accelerator.distributed_type.value), "engine": type(model).__name__,
             "world_size": accelerator.num_processes, "precision": precision,
             "zero_stage": accelerator.state.deepspeed_plugin.zero_stage
-            if uses_deepspeed(accelerator) else None}
+            if uses_deepspeed(accelerator) else None,
+            "peak_rss_mib": [round(v, 1) for v in accelerator.gather(peak).tolist()]}
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set (VmHWM of /proc/self/status: heap and mapped file
+    pages alike), in MiB; getrusage's ru_maxrss where /proc is absent."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def master_partitions(accelerator: Accelerator, optimizer):
