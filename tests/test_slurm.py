@@ -210,6 +210,37 @@ def test_preemption_and_requeue_resume_exactly(slurm, tmp_path):
 
 
 @pytest.mark.slow
+def test_requeue_with_generated_data_resumes_the_draws(slurm, tmp_path):
+    """data.extra, drawn without replacement, through a `scontrol requeue` mid-training: the
+    requeued job resumes the sampler's cursor from `latest` and ends with the draws (sampler
+    state), weights and history of an uninterrupted run."""
+    from distadv.engine.checkpoint import load_state
+    from test_generated import make_set
+    gen = make_set(tmp_path / "gen", 500, shape=(32, 32, 1))[0]     # the demo's digits at 32x32
+    env = env_with(recipes_with(tmp_path, {"one": "recipes: [demo]\nseeds: [3]\n"}))
+    dirs = {k: tmp_path / k for k in ("plain", "requeue")}
+    for d in dirs.values():
+        r = submit("grid=one", "cluster=local", f"grid_dir={d}", "optim.epochs=6",
+                   "model.name=basicnet", "data.image_size=32", f"data.extra={gen}",
+                   "data.extra_replacement=false", *NO_CHECK, env=env)
+        assert r.returncode == 0, r.stderr
+    name = "00-demo-s3"
+    jobs = {k: last_jobs(d)[name] for k, d in dirs.items()}
+    done = wait_epoch(dirs["requeue"] / name, 2)
+    subprocess.run(["scontrol", "requeue", jobs["requeue"]], check=True)
+    from distadv.grid.submit import wait
+    for d in dirs.values():
+        assert wait(str(d), poll_s=1, timeout_s=400) is True
+    assert done < 6, "the run finished before it was requeued"
+    assert final_state(jobs["requeue"]) == "COMPLETED" and "REQUEUED" in sacct_states(jobs["requeue"])
+    log = (dirs["requeue"] / ".submitit" / f"{jobs['requeue']}_0_log.out").read_text()
+    assert "(resume, epoch " in log, log[-2000:]
+    same_run(dirs["plain"] / name, dirs["requeue"] / name)
+    sa, sb = (load_state(dirs[k] / name / "checkpoints/latest")["sampler"] for k in dirs)
+    assert sa == sb and sa["epoch"] == 6 and sa["sources"][0]["cursor"] > 500   # past one pass
+
+
+@pytest.mark.slow
 def test_two_rank_element_forms_one_process_group(slurm, tmp_path):
     """cpu_tasks_per_node=2: SLURM starts 2 tasks; submitit's TorchDistributedEnvironment
     makes them one gloo process group of world size 2 running the normal training entry."""

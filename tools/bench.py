@@ -201,6 +201,11 @@ def loader_throughput(tmp: Path, n: int, batch: int, reps: int) -> dict:
     spec = LoaderSpec(batch, train=True, augment=True)
     makers = {"device": lambda: DeviceLoader(train, spec),
               "torch": lambda: TorchLoader(train, spec)}
+    from distadv.data.generated import MixedLoader, MixSpec, open_set
+    from tools.bench_generated import write_noise_set
+    gen = [open_set(write_noise_set(tmp / "generated", n), (32, 32, 3), 10)]
+    makers["mixed (70 % generated)"] = lambda: MixedLoader(
+        train, gen, MixSpec(batch, 0.7, [1.0], True, n, 0), spec)
     try:
         from omegaconf import OmegaConf
 
