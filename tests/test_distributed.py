@@ -78,10 +78,11 @@ def ddp_run(tmp_path_factory):
 def test_deepspeed_matches_ddp_on_the_same_batches(tmp_path, ddp_run, stage):
     run = tmp_path / f"zero{stage}"
     launch(f"deepspeed_zero{stage}", "distadv/train.py", *SHORT, f"run_dir={run}")
-    res = json.loads((run / "results.json").read_text())["distributed"]
-    peak = res.pop("peak_rss_mib")
+    results = json.loads((run / "results.json").read_text())
+    res = results["distributed"]
     assert res == {"type": "DEEPSPEED", "engine": "DeepSpeedEngine", "world_size": 2,
                    "precision": "fp32", "zero_stage": stage}
+    peak = results["memory"]["peak_rss_mib"]
     assert len(peak) == 2 and all(100 < p < 20_000 for p in peak)   # each rank's own VmHWM
     ref = json.loads((ddp_run / "results.json").read_text())["distributed"]
     assert ref["engine"] == "DistributedDataParallel" and ref["world_size"] == 2

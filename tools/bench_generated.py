@@ -10,7 +10,7 @@ Each size trains the same run (BasicNet, PGD-7 adversarial training on CIFAR-sha
 gloo ranks, batch 256, 3 epochs of the same step count); size 0 is the run without data.extra.
 A size > 0 writes a set of random pixels (3 GB per million images) under --dir first (kept,
 reused by later calls). Peak RSS is each rank's VmHWM from /proc at the end of training
-(results.json: distributed.peak_rss_mib; the worst of --reps runs); images/s is the median
+(results.json: memory.peak_rss_mib; the worst of --reps runs); images/s is the median
 over epochs 2-3 (and over the --reps runs, which alternate between the sizes).
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ def train_2ranks(run_dir: Path, extra: list) -> dict:
         raise SystemExit(f"training failed ({r.returncode}):\n{r.stderr[-3000:]}")
     res = json.loads((run_dir / "results.json").read_text())
     hist = json.loads((run_dir / "progress.json").read_text())["history"]
-    return {"peak_rss_mib": res["distributed"]["peak_rss_mib"],
+    return {"peak_rss_mib": res["memory"]["peak_rss_mib"],
             "images_per_s": round(statistics.median(h["train/images_per_s"] for h in hist[1:]), 1)}
 
 

@@ -21,7 +21,7 @@ from .faults import main_writes
 from .loop import train_epoch
 from .report import results_table
 from .rundir import inspect, paths, run_dir_of
-from .setup import broadcast_buffers, describe, make_accelerator
+from .setup import broadcast_buffers, describe, make_accelerator, peak_rss_per_rank
 from .state import TrainState
 from .tracking import Tracker
 
@@ -161,6 +161,7 @@ def _final_test(st: TrainState, attacks, tracker) -> Dict:
     cfg, accelerator, r, p = st.cfg, st.accelerator, st.parts, st.paths
     stopper, history = st.stopper, st.history
     dist = describe(accelerator, r.model, cfg.runtime.precision)
+    memory = {"peak_rss_mib": peak_rss_per_rank(accelerator)}   # each rank, end of training
     st.eval_module().load_state_dict(ck.load_weights(p["best"]))  # the eval model's tensors
     model = st.eval_model()
     torch.manual_seed(epoch_seed(cfg.seed, 10**6, accelerator.process_index))
@@ -181,6 +182,7 @@ def _final_test(st: TrainState, attacks, tracker) -> Dict:
         "val_examples": best["val/count"],
     }
     results.update(_checked(cfg, accelerator, r, p, results["test"], seconds))
+    results["memory"] = memory       # a measurement, like "seconds": differs between runs
     main_writes(accelerator, lambda: ck.write_json(p["results"], results),
                 "rank 0 could not write results.json")
     if accelerator.is_main_process:

@@ -199,14 +199,17 @@ def prune_saved_partitions(accelerator: Accelerator, ckpt_dir, epoch: int) -> No
 
 
 def describe(accelerator: Accelerator, model, precision: str) -> dict:
-    """What results.json reports about the launch (a collective: every rank calls it), with
-    each rank's peak RSS so far (``peak_rss_mib``, rank order)."""
-    peak = torch.tensor([peak_rss_mib()], dtype=torch.float64, device=accelerator.device)
+    """What results.json reports about the launch."""
     return {"type": str(accelerator.distributed_type.value), "engine": type(model).__name__,
             "world_size": accelerator.num_processes, "precision": precision,
             "zero_stage": accelerator.state.deepspeed_plugin.zero_stage
-            if uses_deepspeed(accelerator) else None,
-            "peak_rss_mib": [round(v, 1) for v in accelerator.gather(peak).tolist()]}
+            if uses_deepspeed(accelerator) else None}
+
+
+def peak_rss_per_rank(accelerator: Accelerator) -> list:
+    """Every rank's ``peak_rss_mib()``, in rank order (a collective: every rank calls it)."""
+    peak = torch.tensor([peak_rss_mib()], dtype=torch.float64, device=accelerator.device)
+    return [round(v, 1) for v in accelerator.gather(peak).tolist()]
 
 
 def peak_rss_mib() -> float:
