@@ -8,6 +8,11 @@ import torch
 from torch.utils.data import Dataset
 
 
+def unit_floats(x: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels as float32 in [0, 1]; float images unchanged (already in [0, 1])."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
+
 class IndexedImages(Dataset):
     """Images (uint8 0-255 or float in [0, 1]) with labels; items are ``(x, y, index)``.
 
@@ -24,9 +29,7 @@ class IndexedImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> Tuple[torch.Tensor, torch.Tensor, int]:
-        x = self.images[i]
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x
-        return x, self.labels[i], i
+        return unit_floats(self.images[i]), self.labels[i], i
 
     def subset(self, idx: torch.Tensor) -> "IndexedImages":
         """A new data set holding the rows ``idx`` (copied, so indices restart at 0)."""

@@ -10,7 +10,8 @@ from omegaconf import OmegaConf
 from ..engine.setup import make_accelerator
 from .audit import audit_attacks, checks
 from .session import load_run, run_config
-from .store import EvalStore, file_sha256
+from ..files import file_sha256
+from .store import EvalStore
 from .suite_run import AttackPlan, is_randomised, run_attacks
 from .suites import SuiteConfig, resolve
 

@@ -6,22 +6,12 @@ attacks already done; other settings never overwrite existing results.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Dict, Optional
 
 from ..engine.checkpoint import write_json
 from ..errors import ConfigError
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file (1 MiB chunks; ~1 s per GB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class EvalStore:

@@ -14,13 +14,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import torch
 
 from ..augment import random_crop_flip
-from ..base import IndexedImages, LoaderSpec
+from ..base import IndexedImages, LoaderSpec, unit_floats
 from .sampler import REAL, MixSampler, MixSpec
 from .store import GeneratedSet
-
-
-def _unit(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 class MixedLoader:
@@ -69,14 +65,14 @@ class MixedLoader:
             ids = torch.empty(n, dtype=torch.long, device=device)
             at = (src[s] == REAL).nonzero().flatten()
             rows = idx[s, at].to(device)
-            x[at], y[at], ids[at] = _unit(self.real_images[rows]), self.real_labels[rows], rows
+            x[at], y[at], ids[at] = unit_floats(self.real_images[rows]), self.real_labels[rows], rows
             for j, gen in enumerate(self.sets):
                 at = (src[s] == j).nonzero().flatten()
                 if len(at):
                     rows = idx[s, at]
                     gx, gy = gen.gather(rows.numpy())
                     gx = torch.from_numpy(gx).permute(0, 3, 1, 2)      # HWC uint8 -> CHW
-                    x[at] = _unit(gx.to(device))
+                    x[at] = unit_floats(gx.to(device))
                     y[at] = torch.from_numpy(gy).to(device)
                     ids[at] = (rows + self.offsets[j]).to(device)
             if self.spec.augment:

@@ -13,7 +13,8 @@ from typing import Dict, Iterator, Tuple
 import numpy as np
 
 from ...errors import DataError
-from .store import SetWriter, file_sha256
+from ...files import file_sha256
+from .store import SetWriter
 
 KEYS = ("image", "label")  # DM-AT's member names
 

@@ -23,20 +23,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from ...errors import DataError
+from ...files import file_sha256
 from .mapped import MappedArray
 
 FORMAT = "distadv-generated/1"
 MANIFEST = "manifest.json"
 IMPORT_HINT = "`python tools/import_generated.py FILE.npz --out DIR`"
-
-
-def file_sha256(path: Path, chunk: int = 1 << 24) -> str:
-    """sha256 of a file, read in 16 MB chunks (memory stays flat for any size)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def label_dtype(num_classes: int) -> np.dtype:
