@@ -10,6 +10,7 @@ from torch import nn
 
 from ..data import Splits, build_splits
 from ..models import create_model
+from ..strategies import replays_per_batch
 from . import checkpoint as ck
 from .loaders import eval_loaders, per_rank, train_loader
 from .optim import build_optimizer, build_scheduler
@@ -30,8 +31,14 @@ class RunParts:
     train_dl: Any
     val_dl: Any
     test_dl: Any
-    steps_per_epoch: int
+    steps_per_epoch: int              # batches per epoch
     memory_format: torch.memory_format
+    replays: int = 1                  # optimizer steps per batch (Free-AT's m)
+
+    @property
+    def updates_per_epoch(self) -> int:
+        """Optimizer steps per epoch: what the schedule and EMA count."""
+        return self.steps_per_epoch * self.replays
 
 
 def model_for(cfg, info) -> nn.Module:
@@ -58,8 +65,9 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
         train_dl.load_state_dict(state.get("sampler"))  # generated sets: where the draws were
     steps = len(train_dl) if cfg.runtime.max_steps_per_epoch is None else min(
         len(train_dl), cfg.runtime.max_steps_per_epoch)
+    replays = replays_per_batch(cfg.strategy)
     optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps * replays)
     if state is not None:
         ck.check_keys(model, state["model"], state.get("source", ckpt_dir))  # copied in from another model
         model.load_state_dict(state["model"])
@@ -76,4 +84,4 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
         load_partitions(accelerator, optimizer, ckpt_dir, state["epoch"])
     fmt = torch.channels_last if nhwc else torch.contiguous_format
     return RunParts(splits, model, raw_model, attack_model, optimizer, scheduler, train_dl,
-                    val_dl, test_dl, steps, fmt)
+                    val_dl, test_dl, steps, fmt, replays)

@@ -17,6 +17,7 @@ class EarlyStopper:
     best: float = float("-inf")
     best_epoch: int = -1
     bad_epochs: int = 0
+    forced: bool = False        # a method ended the run (the guard's action=stop)
 
     def update(self, value: float, epoch: int) -> bool:
         """Record ``value`` for ``epoch``; True if it is a new best."""
@@ -26,14 +27,21 @@ class EarlyStopper:
         self.bad_epochs += 1
         return False
 
+    def stop(self) -> None:
+        """End the run after this epoch, whatever the patience (the best checkpoint stays)."""
+        self.forced = True
+
     @property
     def should_stop(self) -> bool:
-        """True once ``patience`` epochs in a row brought no improvement."""
-        return self.patience > 0 and self.bad_epochs >= self.patience
+        """True once ``patience`` epochs in a row brought no improvement, or after ``stop``."""
+        return self.forced or (self.patience > 0 and self.bad_epochs >= self.patience)
 
     def state_dict(self) -> dict:
         """Plain-number state for checkpoints."""
-        return asdict(self)
+        out = asdict(self)
+        if not self.forced:       # absent unless set: checkpoints of other runs stay as they were
+            out.pop("forced")
+        return out
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from ``state_dict()``."""

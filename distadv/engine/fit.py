@@ -99,14 +99,16 @@ def _run_epoch(st: TrainState, epoch: int, val_attacks, tracker, progress: bool)
     broadcast_buffers(model)                 # every shard scored with rank 0's BN stats
     main = accelerator.is_main_process
     metric = cfg.early_stop.metric
-    opts = EvalOptions(cfg.runtime.max_steps_per_epoch, cfg.log.image_grid if main else 0,
-                       metric if metric in val_attacks else None, st.parts.memory_format)
-    val, images = evaluate(model, st.parts.val_dl, val_attacks, accelerator,
-                           st.parts.splits.info.num_classes, opts)
-    improved = st.stopper.update(val[metric], epoch + 1)
+    val, images = _validate(st, model, val_attacks)
     record = {"epoch": epoch + 1, "lr": lr, **{f"train/{k}": v for k, v in tr.items()},
-              **{f"val/{k}": v for k, v in val.items()},
-              "epoch_s": time.perf_counter() - epoch_start}   # train + validation
+              **{f"val/{k}": v for k, v in val.items()}}
+    if st.method.after_validation(st, record):   # the weights were replaced (a rollback)
+        model = st.eval_model()
+        broadcast_buffers(model)
+        val, images = _validate(st, model, val_attacks)
+        record.update({f"val/{k}": v for k, v in val.items()})
+    improved = st.stopper.update(val[metric], epoch + 1)
+    record["epoch_s"] = time.perf_counter() - epoch_start   # train + validation
     st.history.append(record)
     st.method.on_epoch_end(st, record)
     # Checkpoint on disk before anyone goes on; if rank 0 could not write it (disk full:
@@ -117,6 +119,17 @@ def _run_epoch(st: TrainState, epoch: int, val_attacks, tracker, progress: bool)
         tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
         tracker.adversarial_grid(epoch + 1, images)
         print(_epoch_line(record) + (" *" if improved else ""), flush=True)
+
+
+def _validate(st: TrainState, model, val_attacks):
+    """Clean and attacked accuracy of ``model`` on the validation split (and rank 0's
+    adversarial image grid)."""
+    cfg, main = st.cfg, st.accelerator.is_main_process
+    metric = cfg.early_stop.metric
+    opts = EvalOptions(cfg.runtime.max_steps_per_epoch, cfg.log.image_grid if main else 0,
+                       metric if metric in val_attacks else None, st.parts.memory_format)
+    return evaluate(model, st.parts.val_dl, val_attacks, st.accelerator,
+                    st.parts.splits.info.num_classes, opts)
 
 
 def _prepare(p, run_dir, cfg) -> None:

@@ -46,7 +46,9 @@ def _check_finite(loss: torch.Tensor, accelerator) -> None:
 def train_epoch(state, progress: bool = False) -> Dict[str, float]:
     """Run epoch ``state.epoch`` (0-based) of ``cfg.optim.epochs``; returns global train
     metrics (loss, accuracy on the training inputs, images/s, share of adversarial batches).
-    The loaders yield device batches, augmented. A non-finite loss stops every rank with
+    The loaders yield device batches, augmented; each is trained on ``parts.replays`` times
+    in a row (Free-AT), and a method that sets ``state.halt`` ends the epoch after the current
+    step. A non-finite loss stops every rank with
     NonFiniteLoss naming the epoch, the step and the last good checkpoint (which is kept)."""
     epoch, epochs = state.epoch, state.cfg.optim.epochs
     accelerator, loader = state.accelerator, state.parts.train_dl
@@ -57,24 +59,28 @@ def train_epoch(state, progress: bool = False) -> Dict[str, float]:
     total = state.parts.steps_per_epoch
     start = time.perf_counter()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    state.halt = False
     for step, (x, y, _) in enumerate(loader):
-        if step >= total:
+        if step >= total or state.halt:
             break
         x = x.contiguous(memory_format=state.parts.memory_format)  # augmented device batches
-        try:
-            out = train_step(state, x, y)
-        except NonFiniteLoss as exc:
-            raise NonFiniteLoss(f"{exc} at epoch {epoch + 1}, step {step + 1}/{total}; nothing "
-                                f"of this epoch was saved, the last good checkpoint is "
-                                f"{state.last_good()}. Lower optim.lr, set optim.grad_clip, or use "
-                                "runtime.precision=fp32") from None
-        with torch.no_grad():
-            n = float(len(y))
-            sums += torch.stack([out.loss.detach().double() * n,
-                                 (out.logits.argmax(1) == y).sum().double(),
-                                 torch.tensor(n, device=device, dtype=torch.float64),
-                                 torch.tensor(float(out.adversarial), device=device,
-                                              dtype=torch.float64)])
+        for _ in range(state.parts.replays):
+            try:
+                out = train_step(state, x, y)
+            except NonFiniteLoss as exc:
+                raise NonFiniteLoss(f"{exc} at epoch {epoch + 1}, step {step + 1}/{total}; "
+                                    f"nothing of this epoch was saved, the last good checkpoint "
+                                    f"is {state.last_good()}. Lower optim.lr, set optim.grad_clip, "
+                                    "or use runtime.precision=fp32") from None
+            with torch.no_grad():
+                n = float(len(y))
+                sums += torch.stack([out.loss.detach().double() * n,
+                                     (out.logits.argmax(1) == y).sum().double(),
+                                     torch.tensor(n, device=device, dtype=torch.float64),
+                                     torch.tensor(float(out.adversarial), device=device,
+                                                  dtype=torch.float64)])
+            if state.halt:
+                break
         bar.update(1)
     bar.close()
     elapsed = torch.tensor([time.perf_counter() - start], device=device)

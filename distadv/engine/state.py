@@ -43,6 +43,7 @@ class TrainState:
     paths: Optional[Dict[str, Path]] = None
     history: List[Dict] = field(default_factory=list)
     epoch: int = 0
+    halt: bool = False      # set by a method's hook: the epoch ends after the current step
 
     @classmethod
     def create(cls, cfg, accelerator, splits: Optional[Splits] = None,

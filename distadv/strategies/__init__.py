@@ -38,6 +38,12 @@ def _trades(attacks, cfg):
     return TRADES(attacks[0], cfg.trades_beta, cfg.label_smoothing, cfg.trades_start)
 
 
+def replays_per_batch(scfg) -> int:
+    """Optimizer steps the loop takes on each batch of strategy config ``scfg``: Free-AT's m
+    (``strategy.free_replays``), 1 for every other strategy. The schedule counts them."""
+    return int(scfg.free_replays) if scfg.name == "free" else 1
+
+
 def build_strategy(cfg, num_classes: int, epoch: int = 0) -> Strategy:
     """The strategy tree of a RunConfig: ``cfg.strategy`` over the threats in
     ``cfg.train_attacks``, wrapped in a natural-batch Mix when ``strategy.natural_fraction > 0``,
@@ -67,6 +73,6 @@ def build_method(cfg, num_classes: int, state=None) -> TrainingMethod:
     return TrainingMethod(strategy, [warmup, *(build_addons(cfg, state) if state else [])])
 
 
-__all__ = ["STRATEGIES", "THREAT_COUNT", "build_strategy", "build_method", "eps_scale", "Batch",
+__all__ = ["STRATEGIES", "THREAT_COUNT", "build_strategy", "replays_per_batch", "build_method", "eps_scale", "Batch",
            "Method", "Strategy", "StepOutput", "TrainingMethod", "Natural", "Adversarial", "MAT",
            "Mix", "TRADES", "walk", "addon_configs"]

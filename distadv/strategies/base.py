@@ -10,7 +10,10 @@ add-ons (the eps warm-up, EMA). The loop calls every hook of every node, in this
     out = batch.owner.loss(model, batch)               # the one forward through the wrapper
     backward -> after_backward(state) -> clip + optimizer step -> after_step(state)
 
-and ``on_epoch_start(state, epoch)`` / ``on_epoch_end(state, metrics)`` around each epoch.
+(Free-AT gets every batch m times in a row: ``replays_per_batch``), and
+``on_epoch_start(state, epoch)`` / ``after_validation(state, metrics)`` /
+``on_epoch_end(state, metrics)`` around each epoch. A hook may set ``state.halt`` to end the
+epoch after the current step (every rank must decide alike: reduce what the decision reads).
 """
 from __future__ import annotations
 
@@ -73,6 +76,12 @@ class Method:
     def after_step(self, state) -> None:
         """After the optimizer (and schedule) step."""
 
+    def after_validation(self, state, metrics: Dict[str, float]) -> bool:
+        """After validation, before early stopping sees ``metrics`` (the epoch's train/ and
+        val/ numbers, to which a method may add its own). True: the method replaced the
+        weights (a rollback), so the loop validates again before selecting."""
+        return False
+
     def on_epoch_end(self, state, metrics: Dict[str, float]) -> None:
         """After validation; ``metrics`` holds the epoch's train/ and val/ numbers."""
 
@@ -97,6 +106,12 @@ class Strategy(Method):
     """
 
     num_classes: int = 10
+
+    def tighten(self) -> str:
+        """Make the method less prone to catastrophic overfitting after a rollback (a smaller
+        step, more noise, a stronger penalty: each fast method defines it); returns what
+        changed as a phrase, or '' if the method has nothing to change."""
+        return ""
 
     def own_attacks(self) -> list:
         """The attack objects this strategy itself runs (the eps warm-up rescales them)."""

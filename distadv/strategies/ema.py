@@ -126,6 +126,6 @@ def build_ema(cfg: EMAConfig, state):
     """EMA over the run's module when ``ema.enabled``."""
     if not cfg.enabled:
         return None
-    steps = state.parts.steps_per_epoch
+    steps = state.parts.updates_per_epoch
     return EMA(cfg, state.raw_model, state.cfg.optim.epochs * steps, steps, state.optimizer,
                master_partitions(state.accelerator, state.optimizer))

@@ -43,6 +43,16 @@ class TrainingMethod(Method):
         for m in self.nodes:
             m.after_step(state)
 
+    def after_validation(self, state, metrics: Dict[str, float]) -> bool:
+        changed = False
+        for m in self.nodes:
+            changed = m.after_validation(state, metrics) or changed  # every node runs
+        return changed
+
+    def tighten(self) -> str:
+        """Every strategy node's change, joined ('' if none changed)."""
+        return "; ".join(c for m in walk(self.strategy) if (c := m.tighten()))
+
     def on_epoch_end(self, state, metrics: Dict[str, float]) -> None:
         for m in self.nodes:
             m.on_epoch_end(state, metrics)
