@@ -84,7 +84,8 @@ class OptimConfig:
 class StrategyConfig:
     """How a batch becomes a loss (``distadv.strategies``)."""
 
-    name: str = "adversarial"       # natural | adversarial | mat | trades
+    name: str = "adversarial"       # natural | adversarial | mat | trades | fgsm_rs | n_fgsm |
+                                    # grad_align | free
     mode: str = "rand"              # mat: rand (one norm per batch) | max (worst per example)
     natural_fraction: float = 0.0   # share of batches trained on clean images (mix)
     trades_beta: float = 6.0
@@ -92,6 +93,11 @@ class StrategyConfig:
     trades_start: str = "uniform"   # trades attack's start: uniform in the ball | normal
                                     # (0.001 * N(0, 1), the TRADES reference code's)
     eps_warmup_epochs: int = 0      # ramp training eps/alpha linearly from 0 over N epochs
+    # The single-step strategies (distadv/strategies/fast.py, grad_align.py, free.py), in eps:
+    step: Optional[float] = None    # the gradient step; null: fgsm_rs 1.25, n_fgsm/grad_align/free 1
+    noise: Optional[float] = None   # the uniform start's radius; null: fgsm_rs 1, n_fgsm 2, grad_align 0
+    grad_align_lambda: float = 0.2  # grad_align: weight of 1 - cos(grad at x, grad at x + eta)
+    free_replays: int = 4           # free: optimizer steps on each batch (m; divide epochs by m)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from .data.digits import SIZES as DIGITS_SIZES
 from .data.generated import extra_paths, split_counts
 from .errors import ConfigError
 from .models import MODELS, builder_params, create_model
-from .strategies import STRATEGIES, THREAT_COUNT
+from .strategies import SINGLE_STEP, STRATEGIES, THREAT_COUNT
 from .strategies.addons import check_addons
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=,+-]*$")
@@ -87,6 +87,37 @@ def _check_extra(d) -> None:
            "use e.g. 50000 (DM-AT) or null (the training split's size)")
 
 
+def _check_single_step(cfg) -> None:
+    """strategy.step / noise / grad_align_lambda / free_replays and the single-step threat."""
+    s = cfg.strategy
+    fast = s.name in SINGLE_STEP
+    for key in ("step", "noise"):
+        _check(s[key] is None or fast, f"strategy.{key} is for strategy.name in "
+               f"{', '.join(SINGLE_STEP)}, not '{s.name}'; remove strategy.{key}")
+    _check(s.step is None or s.step > 0, f"strategy.step must be > 0 (in units of eps, e.g. "
+           f"1.25 for fgsm_rs), got {s.step}")
+    _check(s.noise is None or s.noise >= 0, f"strategy.noise must be >= 0 (in units of eps, e.g. "
+           f"2 for n_fgsm), got {s.noise}")
+    _check(s.noise is None or s.name != "free", "strategy.noise is not used by free (its "
+           "perturbation starts at 0 and is carried over the replays); remove it")
+    _check(s.grad_align_lambda >= 0, f"strategy.grad_align_lambda must be >= 0 (e.g. 0.2), got "
+           f"{s.grad_align_lambda}")
+    _check(s.free_replays >= 1, f"strategy.free_replays must be >= 1 (e.g. 4), got {s.free_replays}")
+    _check(s.free_replays == 4 or s.name == "free", f"strategy.free_replays is for "
+           f"strategy.name=free, not '{s.name}'; remove it")
+    if not fast:
+        return
+    (name, t), = cfg.train_attacks.items()
+    _check(t.steps == 1, f"strategy '{s.name}' makes one step of strategy.step x eps; set "
+           f"train_attacks.{name}.steps=1 (its alpha and random_start are not used), got "
+           f"steps={t.steps}")
+    _check(not t.targeted and t.restarts == 1 and t.eot_samples == 1, f"strategy '{s.name}' "
+           f"needs an untargeted train_attacks.{name} without restarts or EOT")
+    _check(s.name != "free" or not cfg.awp.enabled, "awp.enabled=true does not work with "
+           "strategy free: AWP's proxy backward would reach the carried perturbation; use "
+           "fgsm_rs or n_fgsm with AWP, or awp.enabled=false")
+
+
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError for the first invalid value in ``cfg`` (a composed RunConfig)."""
     for key in ("name", "recipe"):
@@ -145,6 +176,7 @@ def validate(cfg: DictConfig) -> None:
     for group in ("train_attacks", "eval_attacks"):
         for name, t in cfg[group].items():
             validate_threat(f"{group}.{name}", t)
+    _check_single_step(cfg)
     metrics = ["natural", *cfg.eval_attacks]
     _one_of("early_stop.metric", cfg.early_stop.metric, metrics)
     _check(cfg.early_stop.patience >= 0, f"early_stop.patience must be >= 0, got {cfg.early_stop.patience}")

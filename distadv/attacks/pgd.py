@@ -37,6 +37,9 @@ class PGD:
         eot_samples: Expectation over Transformation (Athalye et al. 2018): each step follows
             the sum of the gradients of this many forward passes, so a randomised model
             (input noise, PNI) is attacked in expectation. Costs eot_samples x per step.
+        start_scale: the uniform random start's radius in units of eps (N-FGSM: 2).
+        project: project onto the eps ball after each step; False leaves the step unclipped
+            (N-FGSM: its perturbation reaches (start_scale + alpha / eps) * eps, not eps).
 
     Shapes: x (B, C, H, W) float in [0, 1]; y (B,) long (or (B, K) soft labels for custom
     losses). Returns x_adv with x's shape, fp32, detached.
@@ -63,6 +66,8 @@ class PGD:
     bn_mode: str = "eval"
     eot_samples: int = 1
     start_sigma: float = 0.0
+    start_scale: float = 1.0
+    project: bool = True
 
     def __post_init__(self):
         self._norm = get_norm(self.norm)
@@ -100,12 +105,12 @@ class PGD:
 
     def _run(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         norm, eps = self._norm, self.eps
-        if not self.random_start:
+        if not self.random_start or self.start_scale == 0:
             delta = torch.zeros_like(x)
         elif self.start_sigma > 0:
             delta = norm.project(self.start_sigma * torch.randn_like(x), eps)
         else:
-            delta = norm.init(x, eps)
+            delta = norm.init(x, eps * self.start_scale)
         x_adv = torch.clamp(x + delta, 0.0, 1.0)
         for _ in range(self.steps):
             x_adv.requires_grad_(True)
@@ -115,7 +120,9 @@ class PGD:
                 grad = grad + torch.autograd.grad(objective, x_adv)[0]
             # fp32: grad w.r.t. an fp32 leaf is fp32 even under autocast; cast defensively.
             step = norm.step(grad.detach().float(), self.alpha)
-            delta = norm.project(x_adv.detach() + step - x, eps)
+            delta = x_adv.detach() + step - x
+            if self.project:
+                delta = norm.project(delta, eps)
             x_adv = torch.clamp(x + delta, 0.0, 1.0)
         return x_adv.detach()
 

@@ -115,9 +115,12 @@ def _run_epoch(st: TrainState, epoch: int, val_attacks, tracker, progress: bool)
     # latest/previous intact), all stop.
     st.save_epoch(improved)
     st.epoch = epoch + 1
+    notes = st.method.notes()                # drained on every rank, written by rank 0
     if main:
         tracker.scalars(epoch + 1, {k: v for k, v in record.items() if k != "epoch"})
         tracker.adversarial_grid(epoch + 1, images)
+        for line in notes:
+            tracker.text("guard", epoch + 1, line)
         print(_epoch_line(record) + (" *" if improved else ""), flush=True)
 
 
@@ -194,6 +197,7 @@ def _final_test(st: TrainState, attacks, tracker) -> Dict:
         "val_best": {k[4:]: v for k, v in best.items() if k.startswith("val/") and k != "val/count"},
         "val_examples": best["val/count"],
     }
+    results.update(st.method.progress())     # the guard's events, if it ran
     results.update(_checked(cfg, accelerator, r, p, results["test"], seconds))
     results["memory"] = memory       # a measurement, like "seconds": differs between runs
     main_writes(accelerator, lambda: ck.write_json(p["results"], results),

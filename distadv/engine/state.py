@@ -113,4 +113,5 @@ class TrainState:
         # read it without loading the checkpoint. Written after `latest`, so it never runs ahead.
         ck.write_json(p["progress"], {"epoch": epoch, "metric": metric,
                                       "best_epoch": self.stopper.best_epoch,
-                                      "best": self.stopper.best, "history": self.history})
+                                      "best": self.stopper.best, "history": self.history,
+                                      **self.method.progress()})   # the guard's events

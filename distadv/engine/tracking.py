@@ -26,6 +26,11 @@ class Tracker:
             for tag, v in values.items():
                 self.writer.add_scalar(tag, v, step)
 
+    def text(self, tag: str, step: int, line: str) -> None:
+        """A line of text under ``tag`` at ``step`` (TensorBoard's Text tab)."""
+        if self.writer:
+            self.writer.add_text(tag, line, step)
+
     def adversarial_grid(self, step: int, images: Optional[dict]) -> None:
         """Rows: clean images, adversarial images, perturbation (scaled to [0, 1] by eps)."""
         if not (self.writer and images):

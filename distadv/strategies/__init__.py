@@ -1,10 +1,15 @@
-"""Training strategies: natural, adversarial, MAT (rand/max), natural/adversarial mix, TRADES."""
+"""Training strategies: natural, adversarial, MAT (rand/max), natural/adversarial mix, TRADES,
+and the single-step ones: FGSM-RS, N-FGSM, GradAlign, Free-AT."""
 from __future__ import annotations
 
 from ..attacks import build_attack
 from ..registry import Registry
-from . import awp, ema  # noqa: F401  (register ema.*, awp.*; the order of their hooks)
+from . import awp, ema, guard  # noqa: F401  (register awp.*, ema.*, guard.*: the order of
+                                # their hooks; the guard last, so it snapshots EMA's update)
 from .addons import addon_configs, build_addons
+from .fast import fgsm_rs, n_fgsm
+from .free import Free
+from .grad_align import GradAlign
 from .base import Adversarial, Batch, Method, Natural, StepOutput, Strategy, walk
 from .mat import MAT
 from .mix import Mix
@@ -15,7 +20,11 @@ from .warmup import EpsWarmup, eps_scale
 STRATEGIES: Registry[Strategy] = Registry("strategy")
 # How many training threats each strategy takes: (min, max). natural ignores them, so a
 # recipe can switch to strategy.name=natural without deleting its attacks.
-THREAT_COUNT = {"natural": (0, 99), "adversarial": (1, 1), "trades": (1, 1), "mat": (2, 8)}
+THREAT_COUNT = {"natural": (0, 99), "adversarial": (1, 1), "trades": (1, 1), "mat": (2, 8),
+                "fgsm_rs": (1, 1), "n_fgsm": (1, 1), "grad_align": (1, 1), "free": (1, 1)}
+# The single-step strategies: their threat gives the norm, eps and bn_mode; the step and the
+# start come from strategy.step / strategy.noise (in eps), so the threat must say steps=1.
+SINGLE_STEP = ("fgsm_rs", "n_fgsm", "grad_align", "free")
 
 
 @STRATEGIES.register("natural")
@@ -36,6 +45,26 @@ def _mat(attacks, cfg):
 @STRATEGIES.register("trades")
 def _trades(attacks, cfg):
     return TRADES(attacks[0], cfg.trades_beta, cfg.label_smoothing, cfg.trades_start)
+
+
+@STRATEGIES.register("fgsm_rs")
+def _fgsm_rs(attacks, cfg):
+    return fgsm_rs(attacks[0], cfg.step, cfg.noise)
+
+
+@STRATEGIES.register("n_fgsm")
+def _n_fgsm(attacks, cfg):
+    return n_fgsm(attacks[0], cfg.step, cfg.noise)
+
+
+@STRATEGIES.register("grad_align")
+def _grad_align(attacks, cfg):
+    return GradAlign(attacks[0], cfg.grad_align_lambda, cfg.step, cfg.noise)
+
+
+@STRATEGIES.register("free")
+def _free(attacks, cfg):
+    return Free(attacks[0], cfg.free_replays, cfg.step)
 
 
 def replays_per_batch(scfg) -> int:
@@ -73,6 +102,6 @@ def build_method(cfg, num_classes: int, state=None) -> TrainingMethod:
     return TrainingMethod(strategy, [warmup, *(build_addons(cfg, state) if state else [])])
 
 
-__all__ = ["STRATEGIES", "THREAT_COUNT", "build_strategy", "replays_per_batch", "build_method", "eps_scale", "Batch",
+__all__ = ["STRATEGIES", "THREAT_COUNT", "SINGLE_STEP", "Free", "GradAlign", "build_strategy", "replays_per_batch", "build_method", "eps_scale", "Batch",
            "Method", "Strategy", "StepOutput", "TrainingMethod", "Natural", "Adversarial", "MAT",
            "Mix", "TRADES", "walk", "addon_configs"]

@@ -85,6 +85,14 @@ class Method:
     def on_epoch_end(self, state, metrics: Dict[str, float]) -> None:
         """After validation; ``metrics`` holds the epoch's train/ and val/ numbers."""
 
+    def notes(self) -> List[str]:
+        """Lines to keep in the run's TensorBoard text since the last call (the guard's)."""
+        return []
+
+    def progress(self) -> Dict[str, Any]:
+        """Plain data for progress.json and results.json, by section name (the guard's)."""
+        return {}
+
     def eval_model(self, state) -> Optional[nn.Module]:
         """The model to validate, select and test, if not the trained one (EMA's average)."""
         return None

@@ -57,6 +57,12 @@ class TrainingMethod(Method):
         for m in self.nodes:
             m.on_epoch_end(state, metrics)
 
+    def notes(self) -> List[str]:
+        return [line for m in self.nodes for line in m.notes()]
+
+    def progress(self) -> Dict:
+        return {k: v for m in self.nodes for k, v in m.progress().items()}
+
     def eval_model(self, state) -> Optional[nn.Module]:
         """The last node's model to evaluate (EMA's average), else None (the trained one)."""
         picked = [m.eval_model(state) for m in self.nodes]
