@@ -134,6 +134,8 @@ class LogConfig:
     tensorboard: bool = True
     image_grid: int = 8             # validation images shown clean/adversarial/perturbation
     progress: str = "auto"          # auto (bar on a TTY) | always | never
+    keep_epochs: bool = False       # also write every epoch's eval weights (checkpoints/
+                                    # epoch-NNN.safetensors): attack each epoch afterwards
 
 
 @dataclass

@@ -9,6 +9,7 @@
     method      the training method's own state, by node name (EMA's average, ...), if any
     sampler     with data.extra: the generated sets' identities and cursors (MixSampler)
 
+``epoch-NNN.safetensors`` (``log.keep_epochs``) the same for every epoch.
 ``best.safetensors`` holds the weights of the model that is evaluated (``eval_model``: EMA's
 average when EMA is on, else the trained model), written when validation improves.
 """
@@ -97,6 +98,9 @@ class TrainState:
             ck.save_weights(p["best"], self.eval_module().state_dict(), {
                 "epoch": str(epoch), "metric": metric,
                 "value": str(self.history[-1][f"val/{metric}"])})
+        if self.cfg.log.keep_epochs:   # the robustness curve, attacked after the run
+            ck.save_weights(p["checkpoints"] / f"epoch-{epoch:03d}.safetensors",
+                            self.eval_module().state_dict(), {"epoch": str(epoch)})
         acc = self.accelerator
         state = {"model": self.raw_model.state_dict(),
                  "optimizer": optimizer_state(acc, self.optimizer),

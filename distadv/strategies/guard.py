@@ -139,9 +139,11 @@ class Guard(Method):
             self._check(state, None)
 
     def after_validation(self, state, metrics: Dict[str, float]) -> bool:
+        start = time.perf_counter()
         rolled = self._check(state, metrics)
         metrics.update({"guard/pgd": self.last["pgd"], "guard/fgsm": self.last["fgsm"],
-                        "guard/fired": float(len(self.events)), "guard/seconds": self.seconds})
+                        "guard/fired": float(len(self.events)), "guard/seconds": self.seconds,
+                        "guard/check_s": time.perf_counter() - start})   # this check alone
         return rolled
 
     def notes(self) -> List[str]:
