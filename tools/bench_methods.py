@@ -11,6 +11,9 @@ timed; the variants take turns, ``--repeats`` rounds of ``--steps`` steps each, 
 median per-step time of each is divided by the plain PGD-AT step's (or TRADES's) of the same
 rounds. Goals (issue 13): EMA <= 1.02x, AWP <= 1.15x. The EMA update alone (one fused
 ``_foreach_lerp_`` and a buffer copy) is also timed on its own, against the plain step.
+Issue 15: the single-step methods against PGD-K AT (fgsm_rs, n_fgsm), GradAlign and Free (one
+optimizer step = one replay) against FGSM-RS, and one check of the catastrophic-overfitting
+guard (PGD-10 + FGSM on its 256 probe images, the snapshot copy) against an FGSM-RS step.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from distadv.engine.loop import train_step  # noqa: E402
 from distadv.engine.setup import make_accelerator  # noqa: E402
 from distadv.engine.state import TrainState  # noqa: E402
 from distadv.strategies.ema import EMA  # noqa: E402
+from distadv.strategies.guard import Guard  # noqa: E402
 
 VARIANTS = {                     # name -> (overrides, the baseline it is divided by)
     "pgd_at": ([], None),
@@ -38,6 +42,12 @@ VARIANTS = {                     # name -> (overrides, the baseline it is divide
     "pgd_at+awp": (["awp.enabled=true", "awp.gamma=0.01"], "pgd_at"),
     "trades": (["strategy.name=trades"], None),
     "trades+awp+ema": (["strategy.name=trades", "awp.enabled=true", "ema.enabled=true"], "trades"),
+    "fgsm_rs": (["strategy.name=fgsm_rs", "train_attacks.linf.steps=1"], "pgd_at"),
+    "n_fgsm": (["strategy.name=n_fgsm", "train_attacks.linf.steps=1"], "pgd_at"),
+    "grad_align": (["strategy.name=grad_align", "train_attacks.linf.steps=1"], "fgsm_rs"),
+    "free_replay": (["strategy.name=free", "train_attacks.linf.steps=1"], "fgsm_rs"),
+    "fgsm_rs+guard": (["strategy.name=fgsm_rs", "train_attacks.linf.steps=1", "guard.enabled=true",
+                       "guard.every=0"], "fgsm_rs"),
 }
 
 
@@ -68,7 +78,10 @@ def main() -> None:
     states = {name: build(args, extra) for name, (extra, _) in VARIANTS.items()}
     times = {name: [] for name in VARIANTS}
     times["ema_update_only"] = []
+    times["guard_check_only"] = []
     ema = next(m for m in states["pgd_at+ema"][0].method.nodes if isinstance(m, EMA))
+    gst = states["fgsm_rs+guard"][0]
+    guard = next(m for m in gst.method.nodes if isinstance(m, Guard))
     for name, (st, x, y) in states.items():          # warm-up: allocator, first-step setup
         train_step(st, x, y)
     for _ in range(args.repeats):
@@ -81,6 +94,9 @@ def main() -> None:
         for _ in range(args.steps * 20):
             ema.update()
         times["ema_update_only"].append((time.perf_counter() - start) / (args.steps * 20))
+        start = time.perf_counter()
+        guard._check(gst, None)             # one probe + decision + snapshot (what every N steps costs)
+        times["guard_check_only"].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "model": args.model,
            "data": args.data, "batch": args.batch, "k": args.k, "threads": torch.get_num_threads(),
@@ -90,6 +106,7 @@ def main() -> None:
         if base:
             out["ratio"][f"{name} / {base}"] = round(med[name] / med[base], 3)
     out["ratio"]["ema_update / pgd_at step"] = round(med["ema_update_only"] / med["pgd_at"], 4)
+    out["ratio"]["guard_check / fgsm_rs step"] = round(med["guard_check_only"] / med["fgsm_rs"], 3)
     if args.json:
         print(json.dumps(out, indent=2))
         return
