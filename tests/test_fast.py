@@ -83,6 +83,24 @@ def test_single_step_examples_stay_in_the_pixel_box_and_follow_the_warmup():
     assert (s.examples(model, x, y).inputs - x).abs().max() <= 3 * 0.02 + 1e-6
 
 
+def test_tightening_changes_the_training_examples():
+    """After a rollback the method really changes: plain FGSM (noise 0) gains a random start
+    (FGSM-RS) or noise (N-FGSM), FGSM-RS's step shrinks, and the examples follow."""
+    torch.manual_seed(4)
+    model, eps = _net(), 0.05
+    x, y = torch.rand(32, 1, 8, 8) * 0.5 + 0.25, torch.randint(0, 10, (32,))
+    rs = fgsm_rs(PGD(eps=eps, alpha=eps, steps=1), noise=0.0)
+    before = rs.examples(model, x, y).inputs
+    assert rs.tighten() == "fgsm_rs random start 0 -> 1 eps"
+    after = rs.examples(model, x, y).inputs
+    assert not torch.equal(before, after) and (after - x).abs().max() <= eps + 1e-6
+    assert rs.tighten() == "fgsm_rs step 1.25 -> 1 eps" and rs.step == 1.0
+    nf = n_fgsm(PGD(eps=eps, alpha=eps, steps=1), noise=0.0)
+    assert (nf.examples(model, x, y).inputs - x).abs().max() <= eps + 1e-6
+    assert nf.tighten() == "n_fgsm noise 0 -> 1 eps" and nf.bound() == 2.0
+    assert (nf.examples(model, x, y).inputs - x).abs().max() > 1.5 * eps
+
+
 # -- GradAlign -----------------------------------------------------------------------------
 def test_grad_align_penalty_equals_the_formula_on_a_hand_built_batch():
     """A linear model, where d mean CE / dx = W^T (softmax(Wx + b) - onehot(y)) / B exactly:
@@ -356,3 +374,26 @@ def test_bad_single_step_and_guard_settings_are_refused_with_one_line(override, 
     with pytest.raises(ConfigError, match=None) as exc:
         load_config([*SHORT, *override])
     assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.slow
+def test_grad_align_and_the_guard_run_under_two_process_ddp(tmp_path):
+    """GradAlign's double backward through the DDP wrapper and the guard's reduced probe (each
+    rank probes half the images; one all-reduce per check) on 2 gloo ranks."""
+    import json
+    import subprocess
+
+    from tests.conftest import ROOT, run_env
+    from tools.procs import launch_cmd
+    env = {**run_env(), "ACCELERATE_USE_CPU": "1"}
+    run = tmp_path / "ddp"
+    cmd = launch_cmd("distadv/train.py", *SHORT, "strategy.name=grad_align", *ONE_STEP,
+                     "optim.epochs=2", "guard.enabled=true", "guard.every=2", "guard.examples=64",
+                     f"run_dir={run}", config="ddp")
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["world_size"] == 2 and results["guard"]["fired"] == 0
+    state = load_state(run / "checkpoints/latest")
+    assert state["method"]["guard"]["steps"] == 6
+    assert 0 <= state["history"][-1]["guard/pgd"] <= state["history"][-1]["guard/fgsm"] <= 1

@@ -13,8 +13,9 @@ then x + delta is clamped to [0, 1]; g is the input gradient of the loss at x + 
 (null: the method's default above). A noise of 0 is FGSM without a random start, the variant
 that overfits catastrophically first. Both are ``Adversarial`` with a one-step PGD
 (``attacks/pgd.py``: ``start_scale``, ``project``); what they add is the step rule and
-``tighten`` (after the guard's rollback: FGSM-RS lowers its step x0.8, N-FGSM raises its noise
-by 1 eps), whose result is checkpointed.
+``tighten`` (after the guard's rollback: FGSM-RS without a random start gets one, Wong et al.'s
+fix for plain FGSM's collapse, then lowers its step x0.8; N-FGSM raises its noise by 1 eps),
+whose result is checkpointed.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ class SingleStep(Adversarial):
         # eps is the warm-up's current radius; step and noise follow it (and tighten's changes)
         self.attack.alpha = self.step * self.attack.eps
         self.attack.start_scale = self.noise
+        self.attack.random_start = self.noise > 0
         return super().examples(attack_model, x, y)
 
     def bound(self) -> float:
@@ -49,6 +51,9 @@ class SingleStep(Adversarial):
         return 1.0 if self.attack.project else self.noise + self.step
 
     def tighten(self) -> str:
+        if self.attack.project and self.noise == 0:   # FGSM without a start: Wong et al.'s fix
+            self.noise = 1.0
+            return f"{self.name} random start 0 -> 1 eps"
         if self.attack.project:     # FGSM-RS: a smaller step
             old, self.step = self.step, self.step * STEP_FACTOR
             return f"{self.name} step {old:.3g} -> {self.step:.3g} eps"
