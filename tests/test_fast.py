@@ -11,7 +11,7 @@ from torch import nn
 
 from distadv.attacks import PGD
 from distadv.compose import load_config
-from distadv.engine.checkpoint import load_state, load_weights
+from distadv.engine.checkpoint import load_state
 from distadv.engine.fit import fit
 from distadv.engine.loop import train_epoch, train_step
 from distadv.engine.setup import make_accelerator

@@ -2,8 +2,8 @@
 """Time to robustness: the wall time each training method needs before its model first reaches a
 robust accuracy R, on the real Fashion-MNIST at eps 0.1, side by side in one run on one model.
 
-    python tools/time_to_robust.py                         # ~1 h on 2 cores; BENCHMARKS.md "Issue 15"
-    python tools/time_to_robust.py --epochs 6 --aa-examples 500
+    python tools/time_to_robust.py                         # ~75 min at 1 thread; BENCHMARKS.md "Issue 15"
+    python tools/time_to_robust.py --epochs 6 --aa-examples 500 --methods pgd10,fgsm_rs
     python tools/time_to_robust.py --quick --out /tmp/ttr  # a smoke test of the script, not evidence
 
 Methods, all SmallCNN, batch 128, the same one-cycle LR schedule (peak 0.05 at 40 %), the
@@ -246,10 +246,10 @@ def parse(argv=None):
     """Command-line arguments."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/time_to_robust")
-    ap.add_argument("--epochs", type=int, default=4, help="epochs of each method (free: / 4)")
+    ap.add_argument("--epochs", type=int, default=3, help="epochs of each method (free: / 4)")
     ap.add_argument("--methods", default="reference,pgd10,pgd10_bf16,fgsm_rs,n_fgsm,free")
-    ap.add_argument("--aa-examples", type=int, default=250, help="validation images per epoch")
-    ap.add_argument("--final-examples", type=int, default=500, help="test images, final model")
+    ap.add_argument("--aa-examples", type=int, default=200, help="validation images per epoch")
+    ap.add_argument("--final-examples", type=int, default=300, help="test images, final model")
     ap.add_argument("--val-size", type=int, default=1000)
     ap.add_argument("--force-bf16", action="store_true")
     ap.add_argument("--quick", action="store_true", help="6 steps per epoch, weak AutoAttack")
