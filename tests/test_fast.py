@@ -427,3 +427,31 @@ def test_grad_align_and_the_guard_run_under_two_process_ddp(tmp_path):
     state = load_state(run / "checkpoints/latest")
     assert state["method"]["guard"]["steps"] == 6
     assert 0 <= state["history"][-1]["guard/pgd"] <= state["history"][-1]["guard/fgsm"] <= 1
+
+
+@pytest.mark.slow
+def test_time_to_robust_measures_every_method_and_refuses_an_existing_out(tmp_path):
+    """The benchmark's whole path at a token budget (6 steps an epoch, a weak AutoAttack on 20
+    images): every method's curve, R from PGD-10's best, the ratios; then --out is not reused."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, run_env
+    out = tmp_path / "ttr"
+    cmd = [sys.executable, "tools/time_to_robust.py", "--quick", "--out", str(out), "--epochs", "2",
+           "--aa-examples", "20", "--final-examples", "20", "--val-size", "100",
+           "--methods", "reference,pgd10,fgsm_rs,free"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=run_env(2), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "time_to_robust.json").read_text())
+    assert set(report["methods"]) == {"reference", "pgd10", "fgsm_rs", "free"}
+    best = max(p["aa"] for p in report["methods"]["pgd10"]["curve"])
+    assert report["R"] == pytest.approx(0.95 * best)
+    assert len(report["methods"]["fgsm_rs"]["curve"]) == 2 and len(report["methods"]["free"]["curve"]) == 1
+    times = [p["train_s"] for p in report["methods"]["pgd10"]["curve"]]
+    assert times == sorted(times) and times[0] > 0          # cumulative training time
+    assert report["methods"]["fgsm_rs"]["guard_fired"] is not None   # the guard ran
+    assert "| fgsm_rs + guard |" in proc.stdout
+    again = subprocess.run(cmd, cwd=ROOT, env=run_env(2), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "exists; remove it or choose another folder" in again.stderr
