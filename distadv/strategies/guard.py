@@ -17,7 +17,8 @@ is divergence, not catastrophic overfitting). Then ``guard.action``:
 
 - ``rollback``: restore the state of the last check that did not collapse (the weights, the
   optimizer's momentum, the other add-ons' state: EMA's average), keep the step count, the
-  schedule and the data order going, and ``tighten`` the strategy (FGSM-RS: step x0.8, N-FGSM:
+  schedule and the data order going, and ``tighten`` the strategy (plain FGSM: a random start;
+  FGSM-RS: step x0.8, N-FGSM:
   noise +1 eps, GradAlign: lambda x2, Free: step x0.8; PGD/TRADES: unchanged). After
   ``guard.max_rollbacks`` rollbacks the next collapse stops the run.
 - ``stop``: end the run after the current step; the best checkpoint (selected before the
