@@ -15,11 +15,11 @@ A signal collapses when its PGD accuracy is more than ``guard.threshold`` below 
 its FGSM accuracy is less than ``guard.threshold`` below its value at that best (both falling
 is divergence, not catastrophic overfitting). Then ``guard.action``:
 
-- ``rollback``: restore the state of the last check that did not collapse (the weights, the
-  optimizer's momentum, the other add-ons' state: EMA's average), keep the step count, the
-  schedule and the data order going, and ``tighten`` the strategy (plain FGSM: a random start;
-  FGSM-RS: step x0.8, N-FGSM:
-  noise +1 eps, GradAlign: lambda x2, Free: step x0.8; PGD/TRADES: unchanged). After
+- ``rollback``: restore the state of the last good check (see below: the weights, the
+  optimizer's momentum, the other add-ons' state such as EMA's average), keep the step count,
+  the schedule and the data order going, and ``tighten`` the strategy (plain FGSM: a random
+  start; FGSM-RS: step x0.8; N-FGSM: noise +1 eps; GradAlign: lambda x2; Free: step x0.8;
+  PGD/TRADES: unchanged). After
   ``guard.max_rollbacks`` rollbacks the next collapse stops the run.
 - ``stop``: end the run after the current step; the best checkpoint (selected before the
   collapse) is what it keeps and tests.
