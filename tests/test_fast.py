@@ -14,32 +14,16 @@ from distadv.compose import load_config
 from distadv.engine.checkpoint import load_state
 from distadv.engine.fit import fit
 from distadv.engine.loop import train_epoch, train_step
-from distadv.engine.setup import make_accelerator
-from distadv.engine.state import TrainState
 from distadv.errors import ConfigError
 from distadv.strategies import Free, GradAlign
 from distadv.strategies.fast import SingleStep, fgsm_rs, n_fgsm
 from distadv.strategies.grad_align import alignment_penalty
-from distadv.strategies.guard import Guard, collapsed
+from distadv.strategies.collapse import collapsed
+from distadv.strategies.guard import Guard
 from tests.conftest import NO_CHECK
+from tests.test_methods import SHORT, _batch, _find, _state   # the demo's few-step run
 
-SHORT = ["recipe=demo", "log.progress=never", "runtime.max_steps_per_epoch=3",
-         "early_stop.patience=0", *NO_CHECK]
 ONE_STEP = ["train_attacks.linf.steps=1"]
-
-
-def _state(*overrides) -> TrainState:
-    cfg = load_config([*SHORT, *overrides])
-    return TrainState.create(cfg, make_accelerator(cfg))
-
-
-def _find(state, kind):
-    return next(m for m in state.method.nodes if isinstance(m, kind))
-
-
-def _batch(state):
-    x, y, _ = next(iter(state.parts.train_dl))
-    return x.contiguous(memory_format=state.parts.memory_format), y
 
 
 def _net():

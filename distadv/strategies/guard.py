@@ -49,9 +49,11 @@ from typing import Dict, List, Optional
 import torch
 
 from ..attacks import PGD, attack_mode
+from ..data.base import unit_floats
 from ..errors import ConfigError
 from .addons import register_addon
 from .base import Method, walk
+from .collapse import Signal
 
 
 @dataclass
@@ -65,34 +67,6 @@ class GuardConfig:
     threshold: float = 0.2      # collapse: PGD accuracy this far below its best (Wong et al.: 0.2)
     action: str = "rollback"    # rollback | stop
     max_rollbacks: int = 3      # rollbacks before a collapse stops the run
-
-
-def collapsed(pgd: float, fgsm: float, best: float, fgsm_at_best: float, threshold: float) -> bool:
-    """Catastrophic overfitting: PGD accuracy fell more than ``threshold`` from its best while
-    FGSM accuracy fell less than ``threshold`` from its value at that best."""
-    return best - pgd > threshold and fgsm_at_best - fgsm < threshold
-
-
-class Signal:
-    """The best PGD accuracy of one signal (probe or validation) and FGSM's at that point."""
-
-    def __init__(self, name: str):
-        self.name, self.best, self.fgsm_at_best = name, -1.0, 0.0
-
-    def collapsed(self, pgd: float, fgsm: float, threshold: float) -> bool:
-        """Whether (pgd, fgsm) is a collapse from this signal's best."""
-        return self.best >= 0 and collapsed(pgd, fgsm, self.best, self.fgsm_at_best, threshold)
-
-    def update(self, pgd: float, fgsm: float) -> None:
-        """Record a check that did not collapse."""
-        if pgd > self.best:
-            self.best, self.fgsm_at_best = pgd, fgsm
-
-    def state_dict(self) -> Dict:
-        return {"best": self.best, "fgsm_at_best": self.fgsm_at_best}
-
-    def load_state_dict(self, state: Dict) -> None:
-        self.best, self.fgsm_at_best = float(state["best"]), float(state["fgsm_at_best"])
 
 
 def _fgsm_key(cfg) -> Optional[str]:
@@ -119,10 +93,9 @@ class Guard(Method):
         train = state.parts.splits.train
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(run.seed + 17))
         mine = pick[:min(cfg.examples, len(train))][acc.process_index::acc.num_processes]
-        items = [train[int(i)] for i in mine]
-        self.x = torch.stack([it[0] for it in items]).to(acc.device)
-        self.y = torch.stack([torch.as_tensor(it[1]) for it in items]).to(acc.device)
-        self.x = self.x.contiguous(memory_format=state.parts.memory_format)
+        self.x = unit_floats(train.images[mine]).to(acc.device).contiguous(
+            memory_format=state.parts.memory_format)
+        self.y = train.labels[mine].to(acc.device)
         self.probe, self.val = Signal("train probe"), Signal("validation")
         self.steps, self.rollbacks, self.stopped = 0, 0, False
         self.events: List[Dict] = []
