@@ -8,42 +8,12 @@ table. All elements' TensorBoard logs share GRID_DIR: ``tensorboard --logdir GRI
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run from a checkout
 
-
-def main(argv=None) -> int:
-    """Write the report files of one grid directory; exit 2 if it is not one."""
-    from distadv.engine.checkpoint import atomic_write
-    from distadv.grid.plots import curves_plot, eps_plot
-    from distadv.grid.report import collect, element_csv, markdown_table, write_csv
-    from distadv.grid.store import GridDir
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("grid_dir")
-    ap.add_argument("--out", help="folder for the report files (default GRID_DIR/report)")
-    args = ap.parse_args(argv)
-    gd = GridDir(Path(args.grid_dir))
-    if not gd.manifest.is_file():
-        print(f"distadv: error: {args.grid_dir} is not a grid directory (no grid.json); grid "
-              "directories are made by slurm/submit.py", file=sys.stderr)
-        return 2
-    data = collect(gd)
-    out = Path(args.out) if args.out else gd.path / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(data)
-    atomic_write(out / "table.md", table.encode())
-    write_csv(data, out / "table.csv")
-    element_csv(data, out / "elements.csv")
-    written = [out / "table.md", out / "table.csv", out / "elements.csv",
-               eps_plot(data, out / "eps.png"), curves_plot(data, out / "curves.png")]
-    print(table)
-    print("wrote " + ", ".join(str(p) for p in written if p))
-    return 0
-
+from distadv.grid.cli import report_main as main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -8,30 +8,56 @@ with sbatch's message.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from ..errors import GridError
-from .cluster import as_dict, executor, load_profile
-from .spec import check_elements, expand, grid_dir_default, load_grid
+from .cluster import ClusterProfile, as_dict, executor, load_profile
+from .spec import Element, check_elements, expand, grid_dir_default, load_grid
 from .status import ACTIVE, element_rows, outcome, status_table
 from .store import GridDir
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a submission (or a local sweep) works on: the grid's name, its elements in order,
+    the report's info (description, plot axis) and the grid directory."""
+
+    name: str
+    elements: List[Element]
+    info: Dict
+    grid_dir: Path
+
+
+def plan_grid(grid: str, grid_dir: Optional[str] = None, overrides: Sequence[str] = ()) -> Plan:
+    """Load, expand and check the grid file ``recipes/grid/<grid>.yaml`` (every element's
+    config composes, or nothing is submitted)."""
+    spec = load_grid(grid)
+    elements = expand(grid, spec, overrides)
+    check_elements(grid, elements)
+    return Plan(grid, elements, {"description": spec.description, "x": spec.x},
+                Path(grid_dir) if grid_dir else grid_dir_default(grid))
 
 
 def submit(grid: str, cluster: str, grid_dir: Optional[str] = None, overrides: Sequence[str] = (),
            cluster_overrides: Sequence[str] = (), dry_run: bool = False) -> Dict:
     """Expand, check and submit ``grid`` on ``cluster``; returns {'submitted', 'skipped',
     'resubmitted', 'array'}. Everything that can be refused is refused before sbatch runs."""
-    spec = load_grid(grid)
+    load_grid(grid)                                   # an unknown grid is named first
     profile = load_profile(cluster, cluster_overrides)
-    elements = expand(grid, spec, overrides)
-    check_elements(grid, elements)
+    return submit_plan(plan_grid(grid, grid_dir, overrides), profile, dry_run)
+
+
+def submit_plan(plan: Plan, profile: ClusterProfile, dry_run: bool = False) -> Dict:
+    """Submit the elements of ``plan`` that have no results and that SLURM does not run as
+    ONE job array; see ``submit`` for the summary returned."""
+    grid, elements = plan.name, plan.elements
     if not dry_run:
         import submitit  # noqa: F401  (a missing slurm extra is reported before anything is written)
-    gd = GridDir(Path(grid_dir) if grid_dir else grid_dir_default(grid))
+    gd = GridDir(plan.grid_dir)
     with gd.lock():
-        gd.adopt(grid, elements, {"description": spec.description, "x": spec.x},
-                 write=not dry_run)
+        gd.adopt(grid, elements, plan.info, write=not dry_run)
         rows = {r["name"]: r for r in element_rows(gd, elements)}
         todo = [e for e in elements if outcome(rows[e.name]) == "failed"]
         again = [e.name for e in todo if rows[e.name]["job"]]
