@@ -6,9 +6,7 @@ one run directory.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -18,22 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from .config import RunConfig
 from .errors import ConfigError
-
-DEFAULT_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-
-
-def recipes_dir() -> Path:
-    """The Hydra config root: $DISTADV_RECIPES, else the repository's recipes/ folder."""
-    root = Path(os.environ.get("DISTADV_RECIPES", DEFAULT_RECIPES))
-    if not (root / "config.yaml").is_file():
-        raise ConfigError(f"no recipes at {root} (config.yaml missing); run from a distadv "
-                          "checkout or set DISTADV_RECIPES to its recipes/ folder")
-    return root
-
-
-def recipe_names() -> List[str]:
-    """Names of the recipes in recipes/recipe/."""
-    return sorted(p.stem for p in (recipes_dir() / "recipe").glob("*.yaml"))
+from .paths import recipe_names, recipes_dir, suite_names  # noqa: F401  (re-exported)
 
 
 def _compose(overrides: Sequence[str], config_name: str = "config") -> DictConfig:
@@ -47,24 +30,21 @@ def _compose(overrides: Sequence[str], config_name: str = "config") -> DictConfi
         return compose(config_name=config_name, overrides=list(overrides))
 
 
-def suite_names() -> List[str]:
-    """Names of the evaluation suites in recipes/suite/."""
-    return sorted(p.stem for p in (recipes_dir() / "suite").glob("*.yaml"))
-
-
 def load_eval_config(overrides: Sequence[str]) -> DictConfig:
-    """Compose ``run=DIR suite=NAME key=value ...`` for distadv/evaluate.py; one-line errors."""
+    """Compose ``run=DIR suite=NAME key=value ...`` (or ``model=MODULE:FACTORY checkpoint=FILE
+    data=NAME ...``, a model trained elsewhere) for distadv/evaluate.py; one-line errors."""
     overrides = list(overrides)
     suite = next((o.split("=", 1)[1] for o in overrides if o.startswith("suite=")), "seed")
     if suite not in suite_names():
         raise ConfigError(f"unknown suite '{suite}'; valid suites: {', '.join(suite_names())}")
-    if not any(o.startswith("run=") for o in overrides):
-        raise ConfigError("give the run to evaluate: run=runs/<name>")
     try:
-        return _compose(overrides, "evaluate")
+        cfg = _compose(overrides, "evaluate")
     except Exception as exc:
         base = _compose([f"suite={suite}", "run=x"], "evaluate")
         raise ConfigError(_diagnose(overrides, base) or _first_line(exc)) from None
+    from .eval.external import is_external  # late, as above
+    is_external(cfg)      # run= or model= (not both, not neither) and the keys that go with it
+    return cfg
 
 
 def load_config(overrides: Sequence[str]) -> DictConfig:

@@ -13,7 +13,7 @@ class ThreatConfig:
     eps: float = 0.03           # radius, pixel units (0.03 ~ 8/255)
     alpha: float = 0.0075       # step size
     steps: int = 10             # iterations (>= 1)
-    random_start: bool = True
+    random_start: bool = True   # start from a uniform point in the ball (PGD); false: x
     restarts: int = 1           # worst case per example is kept
     loss: str = "ce"            # ce | cw
     targeted: bool = False      # targets = (y + 1 + randint(C - 1)) % C, drawn per batch
@@ -38,7 +38,7 @@ class DataConfig:
     augment: bool = False       # random crop (pad 4) + horizontal flip on training batches
     loader: str = "torch"       # torch (DataLoader) | device (split resident on device) | ffcv
     verify_checksums: bool = True  # CIFAR: check torchvision's md5s (tests' tiny archives: false)
-    num_workers: int = 0
+    num_workers: int = 0        # DataLoader worker processes (loader=torch)
     synthetic: bool = False     # random data of the data set's shape (smoke tests, no files)
     synthetic_size: int = 64    # examples per split when synthetic
     # Generated training images (distadv/data/generated): a set's folder (tools/
@@ -56,7 +56,7 @@ class DataConfig:
 class ModelConfig:
     """Architecture from the registry in ``distadv.models``."""
 
-    name: str = "basicnet"
+    name: str = "basicnet"          # a registered model (distadv/models/)
     width: Optional[float] = None   # width factor (preact_resnet18 only)
     activation: Optional[str] = None  # relu | silu (preact_resnet18, wrn*; null: the model's own)
     input_noise: float = 0.0        # sigma of Gaussian input noise at inference (0 = off)
@@ -66,11 +66,11 @@ class ModelConfig:
 class OptimConfig:
     """SGD and the learning-rate schedule (stepped once per optimizer step)."""
 
-    epochs: int = 50
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
+    epochs: int = 50                # training epochs
+    lr: float = 0.01                # peak learning rate (SGD)
+    momentum: float = 0.9           # SGD momentum
+    weight_decay: float = 5e-4      # L2 weight decay
+    nesterov: bool = False          # Nesterov momentum
     schedule: str = "multistep"     # multistep | cosine | onecycle | constant
     milestones: List[int] = field(default_factory=lambda: [30, 40])  # epochs (multistep)
     gamma: float = 0.1              # multistep factor
@@ -88,7 +88,7 @@ class StrategyConfig:
                                     # grad_align | free
     mode: str = "rand"              # mat: rand (one norm per batch) | max (worst per example)
     natural_fraction: float = 0.0   # share of batches trained on clean images (mix)
-    trades_beta: float = 6.0
+    trades_beta: float = 6.0        # trades: weight of the KL (robustness) term
     label_smoothing: float = 0.0    # trades: on the clean cross-entropy term (DM-AT: 0.1)
     trades_start: str = "uniform"   # trades attack's start: uniform in the ball | normal
                                     # (0.001 * N(0, 1), the TRADES reference code's)
@@ -106,7 +106,7 @@ class EarlyStopConfig:
 
     metric: str = "pgd_linf"        # natural or a key of eval_attacks
     patience: int = 10              # epochs without improvement before stopping (0 = never)
-    min_delta: float = 0.0
+    min_delta: float = 0.0          # smallest rise of the metric that counts as better
 
 
 @dataclass
@@ -115,7 +115,7 @@ class AutoAttackCheckConfig:
     AutoAttack (budgeted), next to the run's PGD on the same examples; a PGD figure that
     overstates robustness by more than ``tolerance`` is flagged (``distadv/eval/crosscheck.py``)."""
 
-    enabled: bool = True
+    enabled: bool = True            # run the check at the end of the run
     # AutoAttack components at the standard budgets; null = the whole ``version``.
     attacks: Optional[List[str]] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
     version: str = "auto"           # when attacks is null: auto | standard | rand | plus
@@ -123,15 +123,21 @@ class AutoAttackCheckConfig:
     # Budget changes (null = the package's: 100 iterations, 9 targets); named in the output,
     # for smoke tests and quick looks, never for a number to quote.
     steps: Optional[int] = None
-    target_classes: Optional[int] = None
+    target_classes: Optional[int] = None  # APGD-T targets (null: the package's 9)
     tolerance: float = 0.015        # PGD may exceed AutoAttack by this much (1.5 points)
 
 
 @dataclass
 class LogConfig:
-    """TensorBoard and console output (rank 0 only)."""
+    """Experiment trackers and console output (rank 0 only)."""
 
-    tensorboard: bool = True
+    # Where the scalars, the resolved config and the final metrics go (engine/trackers.py):
+    # tensorboard (<run>/tb; also the image grid, text, HParams) | mlflow | wandb | aim, the
+    # last three through Accelerate's trackers (mlflow: pip install -e '.[trackers]').
+    trackers: List[str] = field(default_factory=lambda: ["tensorboard"])
+    tensorboard: bool = True        # write <run>/tb event files (false: left out of trackers)
+    mlflow_uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else <run>/mlruns (file store)
+    experiment: Optional[str] = None  # MLflow experiment, W&B project (null: the run's name)
     image_grid: int = 8             # validation images shown clean/adversarial/perturbation
     progress: str = "auto"          # auto (bar on a TTY) | always | never
     keep_epochs: bool = False       # also write every epoch's eval weights (checkpoints/
@@ -156,11 +162,11 @@ class RuntimeConfig:
 class BaseRunConfig:
     """The sections every run has; ``RunConfig`` adds one per registered add-on method."""
 
-    recipe: str = "demo"
+    recipe: str = "demo"            # the recipe (recipes/recipe/NAME.yaml) the run came from
     name: Optional[str] = None      # run name (default: the recipe's name)
-    runs_root: str = "runs"
+    runs_root: str = "runs"         # folder of the run directories
     run_dir: Optional[str] = None   # default: <runs_root>/<name>
-    seed: int = 0
+    seed: int = 0                   # seeds the model init, batches and attacks (per epoch)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -1,7 +1,8 @@
 """Evaluate a run: ``accelerate launch distadv/evaluate.py run=runs/<name> suite=<suite>``.
 
-Also ``python distadv/evaluate.py ...`` on one process. Suites (recipes/suite/): seed,
-autoattack, eot, full (all + the gradient-masking audit). The best checkpoint and the test
+Also ``python distadv/evaluate.py ...`` on one process, ``distadv-evaluate`` or
+``accelerate launch -m distadv.evaluate``; ``--help`` lists suites and keys. Suites
+(recipes/suite/): seed, autoattack, eot, full (all + the gradient-masking audit). The best checkpoint and the test
 split by default; results go to ``<run>/eval/<suite>.json`` and a printed table. Each rank
 attacks its own shard and exact counts are gathered. An interrupted evaluation resumes:
 finished attacks are not recomputed. Bad input: one line, exit 2 (statuses as in train.py).
@@ -17,15 +18,27 @@ if __package__ in (None, ""):
 
 def main(argv=None, close_group: bool = True) -> int:
     """Compose the evaluation config from ``argv``, run the suite, return the exit status
-    (``close_group``: as in distadv/train.py)."""
-    from distadv.compose import load_eval_config
-    from distadv.engine.faults import report
+    (``close_group``: as in distadv/train.py). ``--help``; ``--cfg job [--resolve]`` prints
+    the composed config and exits."""
+    from distadv.cli.args import parse_command, print_config
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        ecfg = load_eval_config(sys.argv[1:] if argv is None else argv)
+        cmd = parse_command(argv, multirun=False)
+        if cmd.help:
+            from distadv.cli.help import evaluate_help
+            print(evaluate_help())
+            return 0
+        from distadv.compose import load_eval_config
+        ecfg = load_eval_config(cmd.overrides)
+        if cmd.cfg:
+            print_config(ecfg, cmd.resolve)
+            return 0
         from distadv.eval.evaluate import run_evaluation
         run_evaluation(ecfg)
     except Exception as exc:  # noqa: BLE001 - only known failures are reported, bugs re-raise
+        from distadv.engine.faults import report
+
         status = report(exc, None)
         if status is None:
             raise
@@ -37,9 +50,20 @@ def main(argv=None, close_group: bool = True) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    from distadv.engine.faults import report_sigterm
+def cli() -> None:
+    """The script and console-script entry (``distadv-evaluate``): help without torch."""
+    from distadv.cli.args import answer_help
+    from distadv.cli.help import evaluate_help
     from distadv.train import exit_now
+
+    quick = answer_help(sys.argv[1:], evaluate_help)
+    if quick is not None:
+        sys.exit(quick)
+    from distadv.engine.faults import report_sigterm
 
     report_sigterm()
     exit_now(main(close_group=False))
+
+
+if __name__ == "__main__":
+    cli()

@@ -11,6 +11,7 @@ from .attacks.autoattack import check_components, check_version
 from .data import DATASETS, SHAPES, image_side
 from .data.digits import SIZES as DIGITS_SIZES
 from .data.generated import extra_paths, split_counts
+from .engine.trackers import check_tracker_names
 from .errors import ConfigError
 from .models import MODELS, builder_params, create_model
 from .strategies import SINGLE_STEP, STRATEGIES, THREAT_COUNT
@@ -192,9 +193,9 @@ def validate(cfg: DictConfig) -> None:
         _check(a[key] is None or a[key] >= 1, f"autoattack.{key} must be >= 1 (or null for the "
                                                f"package's budget), got {a[key]}")
     _check(a.tolerance >= 0, f"autoattack.tolerance must be >= 0 (accuracy, e.g. 0.015), got {a.tolerance}")
-    _one_of("runtime.precision", cfg.runtime.precision, ["fp32", "bf16", "fp16"])
+    _one_of("runtime.precision", cfg.runtime.precision, ["fp32", "bf16", "fp16", "auto"])
     _one_of("log.progress", cfg.log.progress, ["auto", "always", "never"])
-    _check(not cfg.runtime.sync_bn or torch.cuda.is_available(),
-           "runtime.sync_bn=true needs GPUs (torch's SyncBatchNorm refuses CPU modules); "
-           "set runtime.sync_bn=false")
+    check_tracker_names(list(cfg.log.trackers))   # names only: installs are the run's check
+    # runtime.sync_bn=true is not checked here: a GPU grid is composed on a CPU login node.
+    # The run itself refuses it on a machine without GPUs (engine/setup.py check_devices).
     _check(cfg.runtime.timeout_s > 0, f"runtime.timeout_s must be > 0, got {cfg.runtime.timeout_s}")

@@ -143,3 +143,20 @@ def test_agrees_with_torchattacks(trained_digits_model, digits, norm, tol):
     torch.manual_seed(123)
     theirs = theirs_atk(x, y)
     assert (ours - theirs).abs().max().item() <= tol
+
+
+def test_restarts_with_soft_labels_stay_on_the_input_device():
+    """Issue 16: with soft labels (TRADES' KL objective) and restarts > 1 the "fooled" mask was
+    built on the CPU whatever the input's device, so the restart selection mixed CPU and CUDA
+    tensors. The ``meta`` device shows it without a GPU: every tensor of the restart path must
+    stay there (the old mask landed on cpu and torch.where refused to mix them)."""
+    from distadv.attacks.losses import kl_loss
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3)).to("meta")
+    x = torch.rand(4, 3, 2, 2).to("meta")
+    p_clean = torch.softmax(torch.rand(4, 3), dim=1).to("meta")
+    atk = PGD(eps=0.1, alpha=0.05, steps=2, restarts=3, loss=kl_loss)
+    fooled, loss = atk._score(model, x, p_clean)
+    assert fooled.device == x.device and fooled.dtype == torch.bool and fooled.shape == (4,)
+    assert loss.device == x.device
+    x_adv = atk(model, x, p_clean)                   # the whole restart selection
+    assert x_adv.device == x.device and x_adv.shape == x.shape

@@ -72,10 +72,30 @@ def test_bad_input_is_one_clear_line(overrides, pattern):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="SyncBN is allowed where GPUs exist")
-def test_sync_bn_is_refused_on_cpu():
-    with pytest.raises(ConfigError, match=r"runtime.sync_bn=true needs GPUs.*set runtime.sync_bn=false"):
-        load_config(["runtime.sync_bn=true"])
+def test_sync_bn_composes_and_a_gpu_grid_is_accepted_on_a_cpu_machine(tmp_path, capsys):
+    """Issue 16: runtime.sync_bn=true is a property of where the run starts, not of the machine
+    composing the config: a GPU grid is composed and submitted from a CPU login node."""
+    from distadv.grid.submit import submit
+    assert load_config(["recipe=demo", "runtime.sync_bn=true"]).runtime.sync_bn is True
+    gd = tmp_path / "g"     # a dry run asks SLURM nothing (no job recorded) and writes nothing
+    summary = submit("demo", "local", str(gd), ["runtime.sync_bn=true"], dry_run=True)
+    assert len(summary["submitted"]) == 4 and summary["array"] is None
+    assert "dry run: would submit 4 element(s)" in capsys.readouterr().out
+    assert not (gd / "grid.json").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="SyncBN runs where GPUs exist")
+def test_sync_bn_run_on_cpu_is_refused_at_start_in_one_line(tmp_path, capsys):
+    """The run itself refuses SyncBN without GPUs: one line naming the fix, exit 2, and the run
+    directory is not created (the check comes before any write)."""
+    run = tmp_path / "r"
+    assert main(["recipe=demo", f"run_dir={run}", "runtime.sync_bn=true", "optim.epochs=1",
+                 "runtime.max_steps_per_epoch=1", "autoattack.enabled=false",
+                 "log.progress=never"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["distadv: error: runtime.sync_bn=true needs GPUs (torch's SyncBatchNorm "
+                   "refuses CPU modules); set runtime.sync_bn=false"]
+    assert not run.exists()
 
 
 def _snapshot(d: Path) -> dict:

@@ -243,3 +243,50 @@ def test_two_process_cifar_run_counts_every_example_once(betons, cifar_root, tmp
              "log.progress=never", f"run_dir={run}")
     res = json.loads((run / "results.json").read_text())
     assert res["world_size"] == 2 and res["val_examples"] == 13 and res["test_examples"] == 13
+
+
+def test_beton_is_fsynced_under_a_temporary_name_the_sweep_removes(tmp_path, monkeypatch):
+    """Issue 16: each .beton is written to ``.NAME.tmp-PID`` (the pattern of checkpoint.py's
+    stale-temporary sweep), the finished file and its folder are fsynced, then it is renamed;
+    the file in place is complete (every example, pixel-exact)."""
+    pytest.importorskip("ffcv", reason="make ffcv-deps && pip install -e '.[ffcv]'")
+    import os
+    from omegaconf import OmegaConf
+    from distadv.config import DataConfig
+    from distadv.data import Splits
+    from distadv.data.ffcv import FFCVLoader, write_betons
+    from distadv.engine.checkpoint import remove_stale_temporaries
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("the fsync spy names files through /proc/self/fd")
+    images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8)
+    ds = IndexedImages(images, torch.arange(24) % 10)
+    cfg = OmegaConf.structured(DataConfig(name="cifar10", root=str(tmp_path), val_size=0))
+    synced, real_fsync = [], os.fsync
+
+    def spy(fd):   # what was fsynced: its name at that moment, inode and size
+        st = os.fstat(fd)
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), st.st_ino, st.st_size))
+        return real_fsync(fd)
+    monkeypatch.setattr(os, "fsync", spy)
+    paths = write_betons(Splits(ds, ds, ds, None), cfg)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    folder = tmp_path / "ffcv"
+    by_inode = {ino: (name, size) for name, ino, size in synced}
+    assert folder.stat().st_ino in by_inode                    # the folder (the renames)
+    temporaries = []
+    for split, path in paths.items():
+        st = path.stat()
+        name, size = by_inode[st.st_ino]        # this very file was fsynced, at its full size
+        assert size == st.st_size and os.path.dirname(name) == str(folder)
+        temporaries.append(os.path.basename(name))
+        assert temporaries[-1] == f".{path.name}.tmp-{os.getpid()}"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in paths.values())
+    # A killed writer's leftover under that name is what the sweep removes; the betons stay.
+    (folder / temporaries[0]).write_bytes(b"half a beton")
+    assert [p.name for p in remove_stale_temporaries(folder)] == [temporaries[0]]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in paths.values())
+    for path in paths.values():
+        loader = FFCVLoader(path, LoaderSpec(8, train=False, num_workers=1))
+        seen = {int(i): x for xb, _, ib in loader for x, i in zip(xb, ib)}
+        assert sorted(seen) == list(range(24))
+        assert all(torch.equal(seen[i], images[i].float() / 255) for i in seen)

@@ -98,7 +98,8 @@ def main() -> None:
         guard._check(gst, None)             # one probe + decision + snapshot (what every N steps costs)
         times["guard_check_only"].append(time.perf_counter() - start)
     med = {k: statistics.median(v) for k, v in times.items()}
-    out = {"cpu_capability": torch.backends.cpu.get_cpu_capability(), "model": args.model,
+    out = {"machine": machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "model": args.model,
            "data": args.data, "batch": args.batch, "k": args.k, "threads": torch.get_num_threads(),
            "params": sum(p.numel() for p in states["pgd_at"][0].raw_model.parameters()),
            "step_ms": {k: round(1000 * v, 3) for k, v in med.items()}, "ratio": {}}
@@ -110,7 +111,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(out, indent=2))
         return
-    print(f"CPU capability {out['cpu_capability']}, {out['threads']} thread(s); {args.model} "
+    print(f"{machine_line(out['machine'])}; {args.model} "
           f"({out['params']:,} parameters) on {args.data}-shaped batches of {args.batch}, "
           f"PGD-{args.k}; medians of {args.repeats} interleaved rounds of {args.steps} steps")
     for k, v in out["step_ms"].items():

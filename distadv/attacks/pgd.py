@@ -129,7 +129,10 @@ class PGD:
     @torch.no_grad()
     def _score(self, model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor):
         logits = model(x_adv)
-        hit = logits.argmax(1) == y if y.dim() == 1 else torch.zeros(len(y), dtype=torch.bool)
+        # Soft labels (TRADES) have no class to hit: the mask lives on the logits' device, or
+        # the restart selection below mixes CPU and CUDA tensors (issue 16).
+        hit = (logits.argmax(1) == y if y.dim() == 1
+               else torch.zeros(len(y), dtype=torch.bool, device=logits.device))
         fooled = hit if self.targeted else ~hit
         return fooled, self._loss(logits, y, self.targeted)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..engine.checkpoint import commit_file, temporary_path
 from ..errors import ConfigError, DataError
 from .base import LoaderSpec
 
@@ -64,7 +65,9 @@ class _AsArrays:
 
 
 def write_betons(splits, cfg, num_workers: int = 1) -> dict:
-    """Write train/val/test .beton files of ``splits`` (raw RGB, label, index fields)."""
+    """Write train/val/test .beton files of ``splits`` (raw RGB, label, index fields). Each is
+    written to a temporary name (``.NAME.tmp-PID``, swept by ``remove_stale_temporaries`` if the
+    writer is killed), fsynced and renamed: a crash leaves the old file or the whole new one."""
     ffcv = _ffcv()
     out = {}
     for split in ("train", "val", "test"):
@@ -75,13 +78,16 @@ def write_betons(splits, cfg, num_workers: int = 1) -> dict:
                               f"{ds.images.dtype}")
         path = beton_path(cfg, split)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        w = ffcv.writer.DatasetWriter(str(tmp), {
-            "image": ffcv.fields.RGBImageField(write_mode="raw"),
-            "label": ffcv.fields.IntField(), "index": ffcv.fields.IntField()},
-            num_workers=num_workers)
-        w.from_indexed_dataset(_AsArrays(ds))
-        os.replace(tmp, path)
+        tmp = temporary_path(path)
+        try:
+            w = ffcv.writer.DatasetWriter(str(tmp), {
+                "image": ffcv.fields.RGBImageField(write_mode="raw"),
+                "label": ffcv.fields.IntField(), "index": ffcv.fields.IntField()},
+                num_workers=num_workers)
+            w.from_indexed_dataset(_AsArrays(ds))
+            commit_file(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)     # a failed write leaves no temporary behind
         out[split] = path
     return out
 

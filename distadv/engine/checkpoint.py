@@ -41,6 +41,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temporary_path(path: Path) -> Path:
+    """Where a writer of ``path`` writes first: ``.<name>.tmp-<pid>`` in the same folder (a
+    rename within one file system is atomic), the pattern ``remove_stale_temporaries`` sweeps."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+
+
+def commit_file(tmp: Path, path: Path) -> None:
+    """Make a finished temporary file durable and put it in place: fsync it, rename it over
+    ``path``, fsync the folder (without that, a power loss can undo the rename or leave the
+    name pointing at blocks that were never written). For files written by another library
+    (FFCV's .beton writer); ``atomic_write`` does the same for bytes in memory."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(Path(path).parent)
+
+
 def atomic_write(path: Path, data: bytes, keep_previous: Optional[Path] = None) -> None:
     """Write ``data`` to ``path`` through a temporary file: write, fsync, rename, fsync folder.
 
@@ -49,7 +70,7 @@ def atomic_write(path: Path, data: bytes, keep_previous: Optional[Path] = None) 
     readers fall back to it). A full disk raises DiskFullError with ``path`` untouched.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    tmp = temporary_path(path)
     try:
         with open(tmp, "wb") as f:
             f.write(data)

@@ -21,9 +21,10 @@ from .faults import main_writes
 from .loop import train_epoch
 from .report import results_table
 from .rundir import inspect, paths, run_dir_of
-from .setup import broadcast_buffers, describe, make_accelerator, peak_rss_per_rank
+from .precision import with_run_precision
+from .setup import broadcast_buffers, check_devices, describe, make_accelerator, peak_rss_per_rank
 from .state import TrainState
-from .tracking import Tracker
+from .trackers import check_installed, open_tracking
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -35,7 +36,10 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 def fit(cfg) -> Dict:
     """Train, validate, early-stop and test one run; returns the results dict."""
+    requested = cfg.runtime.precision
+    cfg = with_run_precision(cfg)     # 'auto' -> bf16/fp32 here; every reader sees the result
     accelerator = make_accelerator(cfg)
+    check_devices(accelerator, cfg)   # e.g. sync_bn without GPUs: refused before any write
     main = accelerator.is_main_process
     status, run_dir = inspect(run_dir_of(cfg), cfg)   # read-only on every rank: refuses early
     accelerator.wait_for_everyone()  # every rank has looked before rank 0 creates anything
@@ -47,19 +51,21 @@ def fit(cfg) -> Dict:
         return results
 
     splits = build_splits(cfg.data, with_extra=True)   # data errors also come before any write
+    check_installed(cfg.log)                         # so does a tracker not installed here
     main_writes(accelerator, lambda: _prepare(p, run_dir, cfg), f"rank 0 could not prepare {run_dir}")
 
     saved = _resume_state(p, accelerator) if status == "resume" else None
     st = TrainState.create(cfg, accelerator, splits, saved, p)
     start_epoch = st.epoch
     val_attacks = seed_attacks(cfg)                  # the `seed` suite's attacks
-    tracker = Tracker(p["tb"], main and cfg.log.tensorboard, purge_step=start_epoch or None)
+    tracker = open_tracking(cfg, p, main, start_epoch, st.history)   # log.trackers, rank 0
     progress = main and (cfg.log.progress == "always" or
                          (cfg.log.progress == "auto" and sys.stderr.isatty()))
     if main:
         print(f"distadv: {cfg.recipe} -> {run_dir} ({status}, epoch {start_epoch}/"
               f"{cfg.optim.epochs}, {accelerator.num_processes} process(es), "
-              f"{accelerator.device}, {cfg.runtime.precision})", flush=True)
+              f"{accelerator.device}, {cfg.runtime.precision}"
+              f"{' (runtime.precision=auto)' if requested == 'auto' else ''})", flush=True)
 
     epochs_this_session = 0
     for epoch in range(start_epoch, cfg.optim.epochs):

@@ -5,6 +5,8 @@ runs/<name>/checkpoints/latest          full training state, rewritten atomicall
 runs/<name>/checkpoints/previous        the state before it (kept until latest is safely on disk)
 runs/<name>/checkpoints/best.safetensors best validation-robust weights
 runs/<name>/tb/                         TensorBoard events
+runs/<name>/mlruns/                     MLflow file store (log.trackers with mlflow, no URI set)
+runs/<name>/trackers.json               the MLflow / W&B / Aim run ids a resume continues
 runs/<name>/progress.json               per-epoch history + best so far (for status and reports)
 runs/<name>/results.json                test metrics of the best checkpoint
 """
@@ -33,7 +35,8 @@ def paths(run_dir: Path) -> Dict[str, Path]:
     return {"config": run_dir / "config.yaml", "checkpoints": ck, "latest": ck / "latest",
             "previous": ck / "previous",
             "best": ck / "best.safetensors", "tb": run_dir / "tb",
-            "results": run_dir / "results.json", "progress": run_dir / "progress.json"}
+            "results": run_dir / "results.json", "progress": run_dir / "progress.json",
+            "trackers": run_dir / "trackers.json"}
 
 
 def load_run_config(run_dir: Path) -> DictConfig:

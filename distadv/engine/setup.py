@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from datetime import timedelta
 
 import torch
@@ -20,9 +21,19 @@ from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from torch import nn
 
 from ..errors import ConfigError, RunDirError
+from .precision import device_type, native_bf16, resolve_precision, run_precision, slow_bf16_warning
 from .zero_state import load_partition, prune_partitions, save_partition
 
 _PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+SYNC_BN_NEEDS_GPUS = ("runtime.sync_bn=true needs GPUs (torch's SyncBatchNorm refuses CPU "
+                      "modules); set runtime.sync_bn=false")
+
+
+def check_devices(accelerator: Accelerator, cfg) -> None:
+    """Refuse what this machine cannot run, at run start (not at composition: a GPU grid is
+    composed on a CPU login node): ``runtime.sync_bn=true`` without GPUs."""
+    if cfg.runtime.sync_bn and accelerator.device.type != "cuda":
+        raise ConfigError(SYNC_BN_NEEDS_GPUS)
 
 
 def make_accelerator(cfg) -> Accelerator:
@@ -45,8 +56,14 @@ def make_accelerator(cfg) -> Accelerator:
     # in the same process (tests, notebooks, sweeps) starts from a clean one. The process group
     # (PartialState) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=_PRECISION[cfg.runtime.precision],
-                       kwargs_handlers=[InitProcessGroupKwargs(**pg)])
+    native = native_bf16(device_type())    # one probe decides 'auto' and the warning
+    precision = resolve_precision(cfg.runtime.precision, native)
+    accelerator = Accelerator(mixed_precision=_PRECISION[precision],
+                              kwargs_handlers=[InitProcessGroupKwargs(**pg)])
+    warning = slow_bf16_warning(precision, accelerator.device.type, native)
+    if warning and accelerator.is_main_process:
+        print(warning, file=sys.stderr, flush=True)
+    return accelerator
 
 
 def uses_deepspeed(accelerator: Accelerator) -> bool:
@@ -62,7 +79,7 @@ def _configure_deepspeed(accelerator: Accelerator, cfg, per_rank_batch: int) -> 
     ds["train_batch_size"] = per_rank_batch * accelerator.num_processes
     ds["gradient_accumulation_steps"] = 1
     ds["gradient_clipping"] = float(cfg.optim.grad_clip)
-    if cfg.runtime.precision == "bf16":
+    if run_precision(cfg.runtime.precision) == "bf16":
         ds.setdefault("data_types", {})["buffer_dtype"] = "bf16"
 
 
@@ -86,9 +103,7 @@ def prepare(accelerator: Accelerator, model: nn.Module, optimizer, cfg, per_rank
     """
     rt = cfg.runtime
     if rt.sync_bn:
-        if accelerator.device.type != "cuda":
-            raise ConfigError("runtime.sync_bn=true needs GPUs (torch's SyncBatchNorm refuses CPU "
-                              "modules); set runtime.sync_bn=false")
+        check_devices(accelerator, cfg)        # fit checked already; other callers too
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if nhwc:  # decided once by ``channels_last``
         model = model.to(memory_format=torch.channels_last)
@@ -102,8 +117,9 @@ def prepare(accelerator: Accelerator, model: nn.Module, optimizer, cfg, per_rank
         _configure_deepspeed(accelerator, cfg, per_rank_batch)
     model, optimizer = accelerator.prepare(model, optimizer)
     attack_model = accelerator.unwrap_model(model)
-    if uses_deepspeed(accelerator) and rt.precision != "fp32":
-        _autocast_forward(attack_model, accelerator.device.type, rt.precision)
+    precision = run_precision(rt.precision)   # resolved already when fit calls
+    if uses_deepspeed(accelerator) and precision != "fp32":
+        _autocast_forward(attack_model, accelerator.device.type, precision)
     return model, optimizer, attack_model
 
 

@@ -1,4 +1,5 @@
-"""TensorBoard logging, rank 0 only: scalars, an adversarial image grid and HParams."""
+"""TensorBoard logging, rank 0 only: scalars, an adversarial image grid and HParams (one of
+the run's tracking backends, ``engine/trackers.py``; the default one)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from typing import Dict, Optional
 import torch
 
 
-class Tracker:
+class TensorBoard:
     """Writes ``<run>/tb`` on the main process; a no-op elsewhere.
 
     On resume, ``purge_step`` drops events written after the checkpoint's epoch, so the

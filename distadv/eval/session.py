@@ -35,6 +35,21 @@ def load_weights_into(model: torch.nn.Module, path: Path, which: str) -> None:
     model.load_state_dict(state)
 
 
+def first_examples(splits, split: str, max_examples):
+    """``splits`` with only the first ``max_examples`` of ``split`` (None: all of it); the
+    caller's splits stay whole."""
+    if max_examples is not None and max_examples < 1:
+        raise ConfigError(f"max_examples must be >= 1, got {max_examples}; leave it out "
+                          "to attack the whole split")
+    if not max_examples:
+        return splits
+    splits = copy.copy(splits)
+    part = getattr(splits, split)
+    n = min(max_examples, len(part))
+    setattr(splits, split, IndexedImages(part.images[:n], part.labels[:n]))
+    return splits
+
+
 def run_config(run_dir: Path):
     """The config of a run directory, or a one-line error if it is not one."""
     if not paths(Path(run_dir))["config"].is_file():
@@ -55,15 +70,7 @@ def load_run(ecfg, accelerator, splits=None) -> Tuple[object, torch.nn.Module, o
     if ecfg.batch_size:
         run_cfg.data.eval_batch_size = ecfg.batch_size
     run_cfg.data.loader = "device"   # whole split resident, sharded by rank: any training loader
-    splits = splits or build_splits(run_cfg.data)
-    if ecfg.max_examples is not None and ecfg.max_examples < 1:
-        raise ConfigError(f"max_examples must be >= 1, got {ecfg.max_examples}; leave it out "
-                          "to attack the whole split")
-    if ecfg.max_examples:
-        splits = copy.copy(splits)     # the caller's splits stay whole
-        part = getattr(splits, ecfg.split)
-        n = min(ecfg.max_examples, len(part))
-        setattr(splits, ecfg.split, IndexedImages(part.images[:n], part.labels[:n]))
+    splits = first_examples(splits or build_splits(run_cfg.data), ecfg.split, ecfg.max_examples)
     info = splits.info
     model = model_for(run_cfg, info)
     path = checkpoint_path(run_dir, ecfg.checkpoint)

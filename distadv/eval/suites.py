@@ -25,8 +25,9 @@ from ..errors import ConfigError
 class SuiteConfig:
     """The schema of a suite."""
 
-    name: str = "seed"
+    name: str = "seed"                 # the suite's name (its results file: eval/NAME.json)
     attacks: List[str] = field(default_factory=lambda: ["natural", "fgsm", "pgd_linf", "pgd_l2"])
+        # natural, an eval attack, eot_*, aa_linf, square_linf... (see above): the rows
     steps: Optional[int] = None        # override the steps of the run's multi-step attacks
     restarts: Optional[int] = None     # ... and their restarts
     eot_samples: int = 10              # random forwards per EOT step
@@ -38,14 +39,15 @@ class SuiteConfig:
     aa_target_classes: Optional[int] = None     # APGD-T / FAB-T targets (package: 9)
     aa_square_queries: Optional[int] = None     # Square queries (package: 5000)
     repeats: int = 5                   # evaluations of a randomised model (mean ± std)
-    audit: bool = False
+    audit: bool = False                # run the gradient-masking audit (distadv/eval/audit.py)
     audit_eps_factors: List[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0])
+        # audit: radii (x eps) at which accuracy must not rise
     audit_large_eps: float = 0.5       # L-inf radius at which accuracy must be about 0
     audit_zero_acc: float = 0.05       # "about 0"
     audit_steps_factor: int = 5        # the stronger PGD: steps x this, audit_restarts restarts
-    audit_restarts: int = 3
+    audit_restarts: int = 3            # restarts of the audit's stronger PGD
     audit_tol: float = 0.01            # accuracy differences below this are noise
-    audit_square_queries: int = 1000
+    audit_square_queries: int = 1000   # queries of the audit's black-box Square
 
 
 def seed_attacks(run_cfg, steps: Optional[int] = None, restarts: Optional[int] = None) -> Dict[str, Callable]:

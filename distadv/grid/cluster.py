@@ -5,7 +5,6 @@ is submitted; ``executor`` turns one into a submitit executor for a job array.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -14,25 +13,23 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import GridError
+from ..paths import clusters_dir, profile_names  # noqa: F401  (re-exported)
 from .spec import NAME
-
-DEFAULT_CLUSTERS = Path(__file__).resolve().parents[2] / "slurm" / "clusters"
-
 
 @dataclass
 class ClusterProfile:
     """The schema of a cluster profile (one SLURM job per grid element)."""
 
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    qos: Optional[str] = None
-    constraint: Optional[str] = None
-    nodes: int = 1
+    partition: Optional[str] = None  # sbatch --partition (null: the cluster's default)
+    account: Optional[str] = None    # sbatch --account
+    qos: Optional[str] = None        # sbatch --qos
+    constraint: Optional[str] = None  # sbatch --constraint (node features, e.g. a100)
+    nodes: int = 1                   # nodes per element (ranks: nodes x tasks per node)
     gpus_per_node: int = 0           # > 0: one task (one rank) per GPU
     cpu_tasks_per_node: int = 1      # ranks per node when gpus_per_node == 0 (CPU clusters)
     cpus_per_task: int = 1           # also the rank's OMP_NUM_THREADS
     mem_gb: Optional[float] = None   # per node; None: the cluster's default
-    time_min: int = 60
+    time_min: int = 60               # time limit per job (the element requeues and resumes)
     signal_delay_s: int = 120        # USR2 this long before the time limit (checkpoint + requeue)
     array_parallelism: int = 16      # elements running at once
     max_requeues: int = 3            # time-limit requeues per element (preemptions: unlimited)
@@ -43,16 +40,6 @@ class ClusterProfile:
     def tasks_per_node(self) -> int:
         """Ranks per node: one per GPU, or ``cpu_tasks_per_node`` on CPU-only nodes."""
         return self.gpus_per_node or self.cpu_tasks_per_node
-
-
-def clusters_dir() -> Path:
-    """$DISTADV_CLUSTERS, else the repository's slurm/clusters/."""
-    return Path(os.environ.get("DISTADV_CLUSTERS", DEFAULT_CLUSTERS))
-
-
-def profile_names() -> List[str]:
-    """Names of the profiles in slurm/clusters/."""
-    return sorted(p.stem for p in clusters_dir().glob("*.yaml"))
 
 
 def load_profile(name: str, overrides: Sequence[str] = ()) -> ClusterProfile:

@@ -47,13 +47,15 @@ def element_rows(grid_dir: GridDir, elements=None) -> List[Dict]:
     """One dict per element (the recorded ones, or ``elements``): name, config, job, state,
     finished, epoch, epochs, metric, best, best_epoch, run_dir."""
     jobs = grid_dir.job_ids()
+    local = set(grid_dir.local_runs())
     states = slurm_states(jobs.values())
     rows = []
     for e in grid_dir.elements() if elements is None else [asdict(e) for e in elements]:
         run = grid_dir.run_dir(e["name"])
         job = jobs.get(e["name"])
         row = {"name": e["name"], "config": e["config"], "job": job,
-               "state": states.get(job, "UNKNOWN") if job else "NOT_SUBMITTED",
+               "state": (states.get(job, "UNKNOWN") if job
+                         else "LOCAL" if e["name"] in local else "NOT_SUBMITTED"),
                "finished": (run / "results.json").is_file(), "epoch": 0, "epochs": None,
                "metric": None, "best": None, "best_epoch": None, "run_dir": str(run)}
         if (run / "config.yaml").is_file():

@@ -3,6 +3,7 @@ and the grid's records.
 
 GRID_DIR/grid.json           the expanded grid (elements and their overrides), written once
 GRID_DIR/submissions.jsonl   one line per submission attempt: job ids, or sbatch's error
+                             (or the elements a local -m sweep started)
 GRID_DIR/.submit.lock        held (flock) by the submission in progress
 GRID_DIR/.submitit/          submitit's pickles and the jobs' stdout/stderr logs
 GRID_DIR/<element>/          each element's run directory (config, checkpoints, tb/, results)
@@ -98,6 +99,10 @@ class GridDir:
         if not self.submissions.is_file():
             return []
         return [json.loads(line) for line in self.submissions.read_text().splitlines() if line]
+
+    def local_runs(self) -> List[str]:
+        """Elements a ``train.py -m`` sweep ran in its own process (no SLURM job)."""
+        return [n for a in self.attempts() for n in a.get("local", [])]
 
     def job_ids(self) -> Dict[str, str]:
         """Element name -> the SLURM job id of its latest successful submission."""

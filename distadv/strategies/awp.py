@@ -37,7 +37,7 @@ _EPS = 1e-20   # Wu et al.'s guard against a zero difference
 class AWPConfig:
     """``awp.*``: adversarial weight perturbation (off by default)."""
 
-    enabled: bool = False
+    enabled: bool = False       # perturb the weights adversarially before each step
     gamma: float = 0.005        # per-layer size relative to the weight norm (Wu et al.: TRADES
                                 # 0.005, PGD-AT 0.01)
     warmup_epochs: int = 0      # plain epochs before AWP starts (Wu et al.'s TRADES-AWP: 10)

@@ -30,7 +30,7 @@ from .base import Method
 class EMAConfig:
     """``ema.*``: the moving average of the weights (off by default)."""
 
-    enabled: bool = False
+    enabled: bool = False       # keep an EMA of the weights (evaluated and saved instead)
     decay: float = 0.995        # tau, the decay once the dynamic ramp has passed it
     dynamic: bool = True        # TF-style min(tau, (1 + n) / (10 + n)) from the warm-up's end
     warmup: float = 0.0         # fraction of the run's optimizer steps copied, not averaged

@@ -50,6 +50,7 @@ import torch
 
 from ..attacks import PGD, attack_mode
 from ..data.base import unit_floats
+from ..engine.setup import uses_deepspeed
 from ..errors import ConfigError
 from .addons import register_addon
 from .base import Method, walk
@@ -60,7 +61,7 @@ from .collapse import Signal
 class GuardConfig:
     """``guard.*``: the catastrophic-overfitting guard (off by default)."""
 
-    enabled: bool = False
+    enabled: bool = False       # watch for catastrophic overfitting (PGD probes)
     every: int = 200            # optimizer steps between probes (0: at epoch ends only)
     examples: int = 256         # fixed training examples probed (split across the ranks)
     steps: int = 10             # the probe's PGD steps (alpha = 2.5 eps / steps)
@@ -283,7 +284,7 @@ def build_guard(cfg: GuardConfig, state):
     """The guard when ``guard.enabled``."""
     if not cfg.enabled:
         return None
-    if cfg.action == "rollback" and state.accelerator.distributed_type.value == "DEEPSPEED":
+    if cfg.action == "rollback" and uses_deepspeed(state.accelerator):
         raise ConfigError("guard.action=rollback cannot restore DeepSpeed's partitioned "
                           "optimizer; use guard.action=stop, or DDP")
     return Guard(cfg, state)
