@@ -1,7 +1,7 @@
 # Two entry points, each doing all the set-up on a fresh Debian machine with Python 3.11:
 #   make demo   short adversarial training run on CPU, 2 processes, through accelerate launch
-#   make test   the test suite (installs the dev, deepspeed, ffcv and slurm extras; FFCV needs
-#               apt) against a real local SLURM that it starts (slurm/local/start.sh, root)
+#   make test   the test suite (installs the dev, deepspeed, ffcv, slurm and trackers extras;
+#               FFCV needs apt) against a real local SLURM that it starts (slurm/local/start.sh, root)
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -36,7 +36,7 @@ fmnist-data:
 $(FULL): $(BASE) pyproject.toml
 	$(MAKE) ffcv-deps fmnist-data
 	# DS_BUILD_OPS=0: DeepSpeed builds its few CPU ops on first use (g++, ~24 s, cached).
-	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed,ffcv,slurm]'
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed,ffcv,slurm,trackers]'
 	# torchattacks only for the tests' cross-checks; --no-deps because it pins an old
 	# requests (see README, "Dependencies").
 	$(BIN)/python -m pip install --no-deps 'torchattacks==3.5.1'

@@ -148,7 +148,8 @@ class LogConfig:
 class RuntimeConfig:
     """Execution knobs that do not change the experiment (ignored when matching a resume)."""
 
-    precision: str = "fp32"         # fp32 | bf16 | fp16
+    precision: str = "fp32"         # fp32 | bf16 | fp16 | auto (bf16 where the GPU/CPU has
+                                    # native bf16, else fp32: engine/precision.py)
     max_steps_per_epoch: Optional[int] = None   # cap (debug runs)
     max_epochs_per_session: Optional[int] = None  # stop cleanly after N epochs; rerun resumes
     timeout_s: int = 1800           # process-group timeout: a hung peer fails after this

@@ -115,7 +115,7 @@ def test_checkpoint_layouts_load_the_same_model_and_results_are_kept(ckpts, tmp_
         res = read(tmp_path / f"runs/external/small_cnn-{stem}/eval/seed.json")
         assert res["model"] == f"{FACTORIES}:small_cnn" and res["data"] == "digits" and res["run"] is None
         assert res["threat"] == {"norm": "linf", "eps": 0.1} and res["skipped"] == ["pgd_l2"]
-        assert list(res["attacks"]) == ["natural", "fgsm", "pgd_linf"] and res["count"] == 48
+        assert set(res["attacks"]) == {"natural", "fgsm", "pgd_linf"} and res["count"] == 48
         assert "| pgd_linf |" in out and "skipped (threat.norm=linf): pgd_l2" in out
         verdicts[name] = {k: v["verdicts"] for k, v in res["attacks"].items()}
     assert all(v == verdicts["plain.pt"] for v in verdicts.values())
@@ -144,11 +144,10 @@ def test_a_randomised_factory_with_its_own_weights_is_detected_and_repeated(tmp_
     res = read(tmp_path / "runs/external/noisy_cnn-own-weights/eval/eot.json")
     assert res["randomised"] and res["repeats"] == 2 and res["checkpoint"] == "none"
     assert all(len(v["runs"]) == 2 for v in res["attacks"].values())
-    assert list(res["attacks"]) == ["natural", "pgd_linf", "eot_pgd_linf"]
+    assert set(res["attacks"]) == {"natural", "pgd_linf", "eot_pgd_linf"}
     assert len(res["fingerprint"]["checkpoint"]) == 64 and "randomised: 2 repeats" in out
 
 
-@pytest.mark.slow
 def test_full_suite_with_audit_on_an_external_model(ckpts, tmp_path, monkeypatch, capsys):
     """suite=full (FGSM, PGD, AutoAttack, EOT-PGD and the audit) at the given threat, with
     budgets cut for time; L2 attacks are skipped for an L-inf threat and said so."""
@@ -187,7 +186,9 @@ def test_two_processes_give_the_numbers_of_one_from_a_module_in_the_working_dire
     for name in ("natural", "fgsm"):
         assert a["attacks"][name]["verdicts"] == b["attacks"][name]["verdicts"]
     pa, pb = a["attacks"]["pgd_linf"]["verdicts"], b["attacks"]["pgd_linf"]["verdicts"]
-    assert sum(p != q for p, q in zip(pa, pb)) <= 3
+    differ = sum(p != q for p, q in zip(pa, pb))
+    assert differ <= 3, (pa, pb)
+    print(f"PGD-L-inf: 1 process {pa.count('1')}/60, 2 processes {pb.count('1')}/60, {differ} differ")
 
 
 def write_cifar10(root: Path, test_images: np.ndarray, test_labels) -> None:

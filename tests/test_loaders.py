@@ -245,22 +245,28 @@ def test_two_process_cifar_run_counts_every_example_once(betons, cifar_root, tmp
     assert res["world_size"] == 2 and res["val_examples"] == 13 and res["test_examples"] == 13
 
 
-def test_beton_is_fsynced_under_a_temporary_name_the_sweep_removes(tmp_path, monkeypatch):
+def test_beton_is_fsynced_under_a_temporary_name_the_sweep_removes(tmp_path, monkeypatch, capsys):
     """Issue 16: each .beton is written to ``.NAME.tmp-PID`` (the pattern of checkpoint.py's
     stale-temporary sweep), the finished file and its folder are fsynced, then it is renamed;
+    a killed writer's temporary of NAME is swept by the next write (another file's is not);
     the file in place is complete (every example, pixel-exact)."""
     pytest.importorskip("ffcv", reason="make ffcv-deps && pip install -e '.[ffcv]'")
     import os
     from omegaconf import OmegaConf
     from distadv.config import DataConfig
     from distadv.data import Splits
-    from distadv.data.ffcv import FFCVLoader, write_betons
+    from distadv.data.ffcv import FFCVLoader, beton_path, write_betons
     from distadv.engine.checkpoint import remove_stale_temporaries
     if not os.path.isdir("/proc/self/fd"):
         pytest.skip("the fsync spy names files through /proc/self/fd")
     images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8)
     ds = IndexedImages(images, torch.arange(24) % 10)
     cfg = OmegaConf.structured(DataConfig(name="cifar10", root=str(tmp_path), val_size=0))
+    folder = tmp_path / "ffcv"
+    folder.mkdir()
+    train_name = beton_path(cfg, "train").name
+    (folder / f".{train_name}.tmp-99999").write_bytes(b"a killed writer's half beton")
+    (folder / ".cifar100-val0-seed0-train.beton.tmp-99999").write_bytes(b"another writer's")
     synced, real_fsync = [], os.fsync
 
     def spy(fd):   # what was fsynced: its name at that moment, inode and size
@@ -270,7 +276,10 @@ def test_beton_is_fsynced_under_a_temporary_name_the_sweep_removes(tmp_path, mon
     monkeypatch.setattr(os, "fsync", spy)
     paths = write_betons(Splits(ds, ds, ds, None), cfg)
     monkeypatch.setattr(os, "fsync", real_fsync)
-    folder = tmp_path / "ffcv"
+    assert f"distadv: removed .{train_name}.tmp-99999, left by a writer" in capsys.readouterr().out
+    other = folder / ".cifar100-val0-seed0-train.beton.tmp-99999"
+    assert other.is_file()                          # not this writer's file: left alone
+    other.unlink()
     by_inode = {ino: (name, size) for name, ino, size in synced}
     assert folder.stat().st_ino in by_inode                    # the folder (the renames)
     temporaries = []

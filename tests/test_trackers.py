@@ -140,3 +140,26 @@ def test_bad_tracker_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, tra
     assert main([*TINY, f"run_dir={run}", "optim.epochs=1", f"log.trackers={trackers}"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"distadv: error: {line}"]
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_two_processes_log_one_mlflow_run_from_rank_0(tmp_path, monkeypatch):
+    """Under accelerate launch (2 gloo ranks), rank 0 alone logs: one MLflow run, one value
+    per epoch (a second logging rank would double every step or add a run)."""
+    import subprocess
+
+    from mlflow.tracking import MlflowClient
+
+    from tools.procs import cpu_env, launch_cmd
+    run = tmp_path / "r"
+    env = cpu_env()
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(launch_cmd("distadv/train.py", *TINY, f"run_dir={run}", "optim.epochs=2",
+                                     BOTH), env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = json.loads((run / "trackers.json").read_text())["mlflow"]
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    client = MlflowClient(tracking_uri=(run / "mlruns").as_uri())
+    assert len(client.search_runs([ids["experiment_id"]])) == 1
+    assert [s for s, _ in _steps(client, ids["run_id"], "val/pgd_linf")] == [1, 2]
+    assert json.loads((run / "results.json").read_text())["world_size"] == 2

@@ -42,6 +42,7 @@ import torch.nn.functional as F  # noqa: E402
 from distadv.attacks import PGD  # noqa: E402
 from distadv.models import create_model  # noqa: E402
 from distadv.strategies import Adversarial  # noqa: E402
+from tools.machine import machine, machine_line  # noqa: E402
 from tools.procs import launch_cmd  # noqa: E402
 from tools.reference_loop import reference_train_step  # noqa: E402
 
@@ -245,8 +246,13 @@ def main() -> int:
     ap.add_argument("--loader-images", type=int, default=10000,
                     help="images in the loader benchmark (0 = skip it)")
     args = ap.parse_args()
-    out = {"batch": args.batch, "steps": args.steps, "reps": args.reps,
+    out = {"machine": machine(), "batch": args.batch, "steps": args.steps, "reps": args.reps,
            "threads": torch.get_num_threads(), "torch": torch.__version__, "models": {}}
+    print(f"bench: {machine_line(out['machine'])}", file=sys.stderr, flush=True)
+    if "bf16" in args.precisions.split(",") and not out["machine"]["native_bf16"]:
+        # the bf16 figures then measure the emulation, not bf16 (~12x slower than fp32 there)
+        print("bench: this CPU has no native bf16 (AVX512-BF16/AMX): the bf16 figures show the "
+              "emulation's cost; compare bf16 only on a CPU that has it", file=sys.stderr)
     for spec in args.models.split(","):
         out["models"][spec] = bench_model(spec, args)
     first = out["models"][args.models.split(",")[0]]

@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tools.machine import machine, machine_line  # noqa: E402
 from tools.procs import cpu_env, launch_cmd  # noqa: E402
 
 BATCH, STEPS, VAL = 256, 40, 256
@@ -105,7 +106,8 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     root = args.dir or Path(tmp.name)
     root.mkdir(parents=True, exist_ok=True)
-    out = {"cpu": torch.backends.cpu.get_cpu_capability(), "ranks": 2, "batch": BATCH,
+    out = {"machine": machine(), "cpu": torch.backends.cpu.get_cpu_capability(), "ranks": 2,
+           "batch": BATCH,
            "steps_per_epoch": STEPS, "sizes": {}}
     extras = {n: [] if n == 0 else [f"data.extra={write_noise_set(root / f'noise_{n}', n)}"]
               for n in sizes}
@@ -114,7 +116,8 @@ def main() -> int:
         for n in sizes:
             with tempfile.TemporaryDirectory() as runs:
                 runs_of[n].append(train_2ranks(Path(runs) / "run", extras[n]))
-            print(f"bench_generated: {n} images, rep {rep + 1}: {runs_of[n][-1]}",
+            print(f"bench_generated: {n} images, rep {rep + 1} ({machine_line(out['machine'])}): "
+                  f"{runs_of[n][-1]}",
                   file=sys.stderr, flush=True)
     for n, rs in runs_of.items():          # the worst peak, the median speed
         out["sizes"][n] = {"peak_rss_mib": [max(r["peak_rss_mib"][k] for r in rs) for k in range(2)],

@@ -35,6 +35,7 @@ from distadv.engine.setup import make_accelerator  # noqa: E402
 from distadv.engine.state import TrainState  # noqa: E402
 from distadv.strategies.ema import EMA  # noqa: E402
 from distadv.strategies.guard import Guard  # noqa: E402
+from tools.machine import machine, machine_line  # noqa: E402
 
 VARIANTS = {                     # name -> (overrides, the baseline it is divided by)
     "pgd_at": ([], None),

@@ -46,7 +46,9 @@ from distadv.engine.build import model_for  # noqa: E402
 from distadv.engine.fit import fit  # noqa: E402
 from distadv.engine.optim import build_optimizer, build_scheduler  # noqa: E402
 from distadv.errors import UserError  # noqa: E402
+from distadv.engine.precision import native_bf16  # noqa: E402
 from tools.cli import run_cli  # noqa: E402
+from tools.machine import machine, machine_line  # noqa: E402
 from tools.reference_loop import reference_train_step  # noqa: E402
 
 EPS = 0.1
@@ -60,13 +62,6 @@ METHODS = {   # name -> (label, overrides); epochs are set per method in main
     "free": ("free (m=4) + guard", ["recipe=fmnist_free"]),
 }
 SINGLE_STEP = ("fgsm_rs", "n_fgsm", "free")
-
-
-def native_bf16() -> bool:
-    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX)."""
-    cpu = getattr(torch._C, "_cpu", None)
-    return bool(cpu and (getattr(cpu, "_is_avx512_bf16_supported", lambda: False)() or
-                         getattr(cpu, "_is_amx_tile_supported", lambda: False)()))
 
 
 def common(args, epochs: int, out: Path, name: str) -> list:
@@ -152,7 +147,7 @@ def main(args) -> None:
     if unknown:
         raise UserError(f"unknown --methods {unknown}; choose from reference, {', '.join(METHODS)}")
     skipped = {}
-    if "pgd10_bf16" in wanted and not native_bf16() and not args.force_bf16:
+    if "pgd10_bf16" in wanted and not native_bf16("cpu") and not args.force_bf16:
         wanted.remove("pgd10_bf16")
         skipped["pgd10_bf16"] = (f"CPU capability {capability} has no native bf16 (AVX512-BF16/"
                                  "AMX): bf16 autocast ran ~12x slower than fp32 on such a CPU; "
@@ -170,7 +165,7 @@ def main(args) -> None:
     xv, yv = unit_floats(splits.val.images[:n]), splits.val.labels[:n]
     m = min(args.final_examples, len(splits.test))
     xt, yt = unit_floats(splits.test.images[:m]), splits.test.labels[:m]
-    report = {"cpu_capability": capability, "threads": torch.get_num_threads(),
+    report = {"machine": machine(), "cpu_capability": capability, "threads": torch.get_num_threads(),
               "epochs": args.epochs, "aa_examples": n, "final_examples": m, "skipped": skipped,
               "methods": {}}
     for name, r in runs.items():
@@ -217,7 +212,7 @@ def _times_to_r(report: dict) -> None:
 
 
 def _print(report: dict) -> None:
-    print(f"\nCPU capability {report['cpu_capability']}, {report['threads']} thread(s); "
+    print(f"\n{machine_line(report['machine'])}; "
           f"AutoAttack (APGD-CE + APGD-T) on {report['aa_examples']} validation images per epoch, "
           f"final on {report['final_examples']} test images")
     if "R" in report:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.checkpoint import commit_file, temporary_path
+from ..engine.checkpoint import commit_file, remove_stale_temporaries, temporary_path
 from ..errors import ConfigError, DataError
 from .base import LoaderSpec
 
@@ -66,8 +66,9 @@ class _AsArrays:
 
 def write_betons(splits, cfg, num_workers: int = 1) -> dict:
     """Write train/val/test .beton files of ``splits`` (raw RGB, label, index fields). Each is
-    written to a temporary name (``.NAME.tmp-PID``, swept by ``remove_stale_temporaries`` if the
-    writer is killed), fsynced and renamed: a crash leaves the old file or the whole new one."""
+    written to a temporary name (``.NAME.tmp-PID``), fsynced and renamed: a crash leaves the old
+    file or the whole new one, and the next write of NAME removes a killed writer's temporary
+    (only NAME's: data sets share the folder, and may be written at the same time)."""
     ffcv = _ffcv()
     out = {}
     for split in ("train", "val", "test"):
@@ -78,6 +79,8 @@ def write_betons(splits, cfg, num_workers: int = 1) -> dict:
                               f"{ds.images.dtype}")
         path = beton_path(cfg, split)
         path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in remove_stale_temporaries(path.parent, path.name):
+            print(f"distadv: removed {stale.name}, left by a writer that was killed", flush=True)
         tmp = temporary_path(path)
         try:
             w = ffcv.writer.DatasetWriter(str(tmp), {

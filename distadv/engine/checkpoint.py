@@ -96,10 +96,11 @@ def atomic_write(path: Path, data: bytes, keep_previous: Optional[Path] = None) 
             tmp.unlink()
 
 
-def remove_stale_temporaries(folder: Path) -> List[Path]:
+def remove_stale_temporaries(folder: Path, name: str = "*") -> List[Path]:
     """Delete temporary files left by a killed writer (``.<name>.tmp-<pid>``); returns them.
-    Call only where no other process is writing into ``folder``."""
-    stale = [p for p in Path(folder).glob(f".*{TMP_MARK}*") if p.is_file()]
+    ``name``: only the temporaries of that file (a folder other writers share). Call only where
+    no other process is writing into ``folder`` (or into ``name``)."""
+    stale = [p for p in Path(folder).glob(f".{name}{TMP_MARK}*") if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

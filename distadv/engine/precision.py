@@ -3,8 +3,8 @@ the one-line warning for bf16 on a CPU that has no bf16 instructions.
 
 Why: bf16 autocast on an AVX2-only CPU (AMD EPYC, tools/bench.py, PreActResNet18 width 0.25,
 batch 128, 2026-12-01) made a train step ~12x slower than fp32 (2893 ms vs 231 ms; PGD-10
-evaluation 24.4 s vs 1.4 s): oneDNN converts every bf16 operand to fp32 and back. Where the CPU
-has AVX512-BF16 or AMX it ran ~2x faster than fp32. So ``auto`` picks bf16 only where the
+evaluation 24.4 s vs 1.4 s): without bf16 instructions the kernels emulate it (our reading of
+the 12x, not profiled). Where the CPU has AVX512-BF16 or AMX it ran ~2x faster than fp32. So ``auto`` picks bf16 only where the
 hardware runs it natively, and fp32 (bit-exact resume on CPU) everywhere else.
 """
 from __future__ import annotations

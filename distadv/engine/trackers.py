@@ -183,7 +183,9 @@ def open_tracking(cfg, p: Dict[str, Path], main: bool, start_epoch: int, history
     backends = []
     for n in active_names(cfg.log):
         if n == "tensorboard":
-            backends.append(TensorBoard(p["tb"], True, purge_step=start_epoch or None))
+            # Steps are 1-based epochs: purge from the first epoch this session logs (purging
+            # from start_epoch dropped the checkpoint's own epoch from the curves).
+            backends.append(TensorBoard(p["tb"], True, purge_step=start_epoch + 1 if start_epoch else None))
             continue
         if n == "mlflow":
             from .mlflow_backend import mlflow_backend

@@ -13,7 +13,7 @@ class ExternalThreat:
     ``eps`` null: RobustBench's radii, 8/255 for linf and 0.5 for l2 (pixel units in [0, 1])."""
 
     norm: str = "linf"                  # linf | l2
-    eps: Optional[float] = None
+    eps: Optional[float] = None         # radius in [0, 1] pixels; null: 8/255 (linf), 0.5 (l2)
 
 
 @dataclass

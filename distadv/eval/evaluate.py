@@ -12,7 +12,8 @@ from ..engine.setup import make_accelerator
 from .audit import audit_attacks, checks
 from .session import load_run, run_config
 from ..errors import ConfigError
-from .external import default_out, external_names, external_run_config, identity, is_external, load_external
+from .external import (default_out, external_names, external_run_config, identity, is_external,
+                       load_external)
 from .factory import weights_digest
 from ..files import file_sha256
 from .store import EvalStore
@@ -21,14 +22,15 @@ from .suites import SuiteConfig, reference_threat, resolve
 
 
 def run_evaluation(ecfg, accelerator=None, splits=None, show_table: bool = True) -> Dict:
-    """Evaluate ``ecfg.run`` (or ``ecfg.model``) with ``ecfg.suite``; returns the results dict (every rank).
-    The end of training passes its ``accelerator`` and in-memory ``splits`` (same results as
+    """Evaluate ``ecfg.run`` (or ``ecfg.model``, a model trained elsewhere) with ``ecfg.suite``;
+    returns the results dict (every rank). The end of training passes its ``accelerator`` and in-memory ``splits`` (same results as
     distadv/evaluate.py on the same checkpoint and examples: this is the same code)."""
     external = is_external(ecfg)       # model= (trained elsewhere) or run=; refuses both
     run_dir = None if external else Path(ecfg.run)
     suite = SuiteConfig(**OmegaConf.to_container(ecfg.suite, resolve=True))
     run_cfg = external_run_config(ecfg) if external else run_config(run_dir)
-    names, skipped = external_names(list(suite.attacks), ecfg) if external else (list(suite.attacks), [])
+    names, skipped = (external_names(list(suite.attacks), ecfg) if external
+                      else (list(suite.attacks), []))
     if suite.audit and not reference_threat(run_cfg, "linf"):
         raise ConfigError("the gradient-masking audit (suite.audit) runs at an L-inf threat; "
                           "this one has none: add suite.audit=false, or threat.norm=linf")

@@ -121,7 +121,8 @@ def default_out(ecfg, suite: str) -> Path:
     return Path("runs") / "external" / name / "eval" / f"{suite}.json"
 
 
-def load_external(ecfg, accelerator, splits=None) -> Tuple[object, torch.nn.Module, object, int, Optional[Path]]:
+def load_external(ecfg, accelerator,
+                  splits=None) -> Tuple[object, torch.nn.Module, object, int, Optional[Path]]:
     """(stand-in run config, model on the device in eval mode, this rank's test loader,
     classes, checkpoint path or None); the model is built and loaded before the data is read."""
     run_cfg = external_run_config(ecfg)
@@ -132,13 +133,15 @@ def load_external(ecfg, accelerator, splits=None) -> Tuple[object, torch.nn.Modu
     splits = first_examples(splits or build_splits(run_cfg.data), "test", ecfg.max_examples)
     info = splits.info
     model.to(accelerator.device).eval()
-    probe = torch.rand(1, info.in_channels, info.image_size, info.image_size, device=accelerator.device)
+    side = info.image_size
+    probe = torch.rand(1, info.in_channels, side, side, device=accelerator.device)
     try:
         with torch.no_grad():
             shape = tuple(model(probe).shape)
     except RuntimeError as exc:
         raise ConfigError(f"{ecfg.model} fails on a {tuple(probe.shape)} batch of data={ecfg.data} "
-                          f"({str(exc).splitlines()[0][:160]}); is it the model for this data set?") from None
+                          f"({str(exc).splitlines()[0][:160]}); is it the model for this data "
+                          "set?") from None
     if shape != (1, info.num_classes):
         raise ConfigError(f"{ecfg.model} returns {shape} for one image; data={ecfg.data} needs "
                           f"logits of shape (1, {info.num_classes})")

@@ -4,6 +4,7 @@ are skipped, so re-running the command continues an interrupted sweep (each unfi
 resumes from its own checkpoint)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import List
 
@@ -12,8 +13,14 @@ from .store import GridDir
 from .submit import Plan
 
 
+def _lead() -> bool:
+    """Rank 0 of a launch (or the only process): it alone speaks, locks and records. Every
+    rank walks the same elements: each run needs all of them."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _say(line: str) -> None:
-    if os.environ.get("RANK", "0") == "0":       # under accelerate launch, rank 0 speaks
+    if _lead():
         print(line, flush=True)
 
 
@@ -26,8 +33,9 @@ def run_local(plan: Plan) -> int:
     gd = GridDir(plan.grid_dir)
     failed: List[str] = []
     status = 0
-    with gd.lock():
-        gd.adopt(plan.name, plan.elements, plan.info)
+    with gd.lock() if _lead() else contextlib.nullcontext():
+        if _lead():                 # the others would race its write of grid.json
+            gd.adopt(plan.name, plan.elements, plan.info)
         rows = {r["name"]: r for r in element_rows(gd, plan.elements)}
         todo = [e for e in plan.elements if outcome(rows[e.name]) == "failed"]
         done = len(plan.elements) - len(todo)
@@ -35,7 +43,7 @@ def run_local(plan: Plan) -> int:
             _say(f"distadv: sweep: skipping {done} element(s) with results or running on SLURM")
         for i, e in enumerate(todo, 1):
             _say(f"distadv: sweep run {i}/{len(todo)}: {e.name} ({' '.join(e.overrides)})")
-            if os.environ.get("RANK", "0") == "0":
+            if _lead():
                 gd.record({"local": [e.name]})
             code = train_main(list(e.overrides) + [f"run_dir={gd.run_dir(e.name)}"],
                               close_group=False)
