@@ -77,7 +77,6 @@ def test_train_help_names_every_recipe_and_top_level_key_fast():
         assert f"    {f.name}" in r.stdout, f.name
     assert "data.batch_size: int = 64" in r.stdout and "GLOBAL training batch" in r.stdout
     assert "ema.decay: float = 0.995" in r.stdout                 # an add-on's section
-    import torch  # noqa: F401  (warm the page cache: the next figure is the import cost alone)
     probe = subprocess.run([PY, "-X", "importtime", str(ROOT / "distadv/train.py"), "-h"],
                            capture_output=True, text=True, env=run_env())
     assert "torch" not in {ln.split("|")[-1].strip() for ln in probe.stderr.splitlines()}
