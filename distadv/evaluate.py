@@ -1,4 +1,6 @@
-"""Evaluate a run: ``accelerate launch distadv/evaluate.py run=runs/<name> suite=<suite>``.
+"""Evaluate a run: ``accelerate launch distadv/evaluate.py run=runs/<name> suite=<suite>``,
+or a model trained elsewhere: ``model=MODULE:FACTORY checkpoint=FILE data=cifar10 suite=...``
+(``distadv/eval/external.py``).
 
 Also ``python distadv/evaluate.py ...`` on one process, ``distadv-evaluate`` or
 ``accelerate launch -m distadv.evaluate``; ``--help`` lists suites and keys. Suites

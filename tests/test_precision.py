@@ -2,6 +2,8 @@
 without native bf16, and what a run reports (issue 16)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -45,7 +47,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(torch.cpu, "_is_avx512_bf16_supported")
-                    or not open("/proc/cpuinfo").read().count("flags"),
+                    or not Path("/proc/cpuinfo").is_file()
+                    or "flags" not in Path("/proc/cpuinfo").read_text(),
                     reason="needs Linux x86 /proc/cpuinfo and torch's own CPU probe")
 def test_this_machines_probe_agrees_with_torchs_cpuinfo():
     """Two independent probes of this CPU (the kernel's flags, torch's cpuinfo library) give

@@ -107,11 +107,16 @@ def evaluate_help() -> str:
     """``distadv/evaluate.py --help``."""
     return f"""\
 usage: python distadv/evaluate.py run=runs/NAME [suite=NAME] [KEY=VALUE ...] [--cfg job]
+       python distadv/evaluate.py model=MODULE:FACTORY checkpoint=FILE.pt|.safetensors
+                                  data=cifar10 [threat.eps=0.031] [suite=NAME] [KEY=VALUE ...]
        accelerate launch distadv/evaluate.py run=runs/NAME suite=full   (also distadv-evaluate)
 
-Attack a run's best (or latest) checkpoint with a suite on its test (or val) split, each rank
-its own shard; results in <run>/eval/<suite>.json and a printed table. An interrupted
-evaluation resumes. Exit status: 0 done, 2 bad input, 3 a peer died.
+Attack a run's best (or latest) checkpoint, or a model trained elsewhere (a factory returning
+an nn.Module on [0, 1] images, its weights loaded with weights_only=True or from safetensors),
+with a suite on the test (or val) split, each rank its own shard; results in
+<run>/eval/<suite>.json (external: runs/external/<factory>-<checkpoint>/eval/<suite>.json) and a
+printed table. An interrupted evaluation resumes. Exit status: 0 done, 2 bad input, 3 a peer
+died.
 
 Options:
   -h, --help        show this text and exit

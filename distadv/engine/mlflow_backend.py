@@ -34,15 +34,20 @@ class MLflowBackend(AccelerateBackend):
 
     def close(self) -> None:
         """End the MLflow run; restore the caller's tracking URI and environment."""
-        import mlflow
-
         super().close()
-        mlflow.set_tracking_uri(self.saved_env["MLFLOW_TRACKING_URI"])   # None: unset
-        for k, v in self.saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _restore(self.saved_env)
+
+
+def _restore(saved_env: Dict[str, Optional[str]]) -> None:
+    """Put back the tracking URI and the variables as they were before the run set them."""
+    import mlflow
+
+    mlflow.set_tracking_uri(saved_env["MLFLOW_TRACKING_URI"])   # None: unset
+    for k, v in saved_env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 def _start(tracker) -> None:
@@ -62,13 +67,23 @@ def mlflow_backend(run_dir: Path, name: str, experiment: str, uri_key: Optional[
                    config: Dict[str, object]) -> MLflowBackend:
     """Start (or, with ``ids["mlflow"]`` from the same store, continue) the run's MLflow run;
     records its id in ``ids``. Cost: ~2 s to import mlflow (rank 0, once)."""
+    saved_env = {k: os.environ.get(k) for k in _ENV}
+    try:
+        return _open(run_dir, name, experiment, uri_key or saved_env["MLFLOW_TRACKING_URI"], ids,
+                     config, saved_env)
+    except BaseException:
+        _restore(saved_env)      # e.g. a server that cannot be reached: leave nothing changed
+        raise
+
+
+def _open(run_dir: Path, name: str, experiment: str, spec: Optional[str], ids: dict,
+          config: Dict[str, object], saved_env: Dict[str, Optional[str]]) -> MLflowBackend:
+    """``mlflow_backend``'s work; ``spec``: the store asked for (None: the run's own)."""
     import mlflow
     from accelerate.tracking import MLflowTracker
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    saved_env = {k: os.environ.get(k) for k in _ENV}
-    spec = uri_key or saved_env["MLFLOW_TRACKING_URI"]       # None: the run's own file store
     uri = spec or (run_dir / "mlruns").resolve().as_uri()
     if uri.startswith("file:"):
         os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"

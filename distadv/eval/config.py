@@ -9,8 +9,7 @@ from .suites import SuiteConfig
 
 @dataclass
 class ExternalThreat:
-    """The threat model of an external model (``model=``; a run has its own eval_attacks).
-    ``eps`` null: RobustBench's radii, 8/255 for linf and 0.5 for l2 (pixel units in [0, 1])."""
+    """The threat of a model trained elsewhere (``model=``); a run has its eval_attacks."""
 
     norm: str = "linf"                  # linf | l2
     eps: Optional[float] = None         # radius in [0, 1] pixels; null: 8/255 (linf), 0.5 (l2)
@@ -34,8 +33,8 @@ class EvalConfig:
     out: Optional[str] = None           # default <run>/eval/<suite>.json, or for model=:
                                         # runs/external/<factory>-<checkpoint stem>/eval/<suite>.json
     data_root: Optional[str] = None     # where the data lives now, if not where it was trained
-    # A model trained elsewhere (distadv/eval/external.py):
-    model: Optional[str] = None         # package.module:factory, importable from the current
+    model: Optional[str] = None         # a model trained elsewhere (distadv/eval/external.py):
+                                        # package.module:factory, importable from the current
                                         # directory or sys.path; returns an nn.Module on [0, 1]
     data: Optional[str] = None          # cifar10 | cifar100 | fashion_mnist | digits
     verify_checksums: bool = True       # CIFAR md5s (the tests' tiny archives: false)

@@ -23,8 +23,9 @@ from .suites import SuiteConfig, reference_threat, resolve
 
 def run_evaluation(ecfg, accelerator=None, splits=None, show_table: bool = True) -> Dict:
     """Evaluate ``ecfg.run`` (or ``ecfg.model``, a model trained elsewhere) with ``ecfg.suite``;
-    returns the results dict (every rank). The end of training passes its ``accelerator`` and in-memory ``splits`` (same results as
-    distadv/evaluate.py on the same checkpoint and examples: this is the same code)."""
+    returns the results dict (every rank). The end of training passes its ``accelerator``
+    and in-memory ``splits`` (same results as distadv/evaluate.py on the same checkpoint and
+    examples: this is the same code)."""
     external = is_external(ecfg)       # model= (trained elsewhere) or run=; refuses both
     run_dir = None if external else Path(ecfg.run)
     suite = SuiteConfig(**OmegaConf.to_container(ecfg.suite, resolve=True))
