@@ -251,3 +251,14 @@ def test_accelerate_launch_module_runs_a_two_rank_sweep(tmp_path):
                for n in ("00-demo-s0", "01-demo-s1")]
     assert [res["world_size"] for res in results] == [2, 2]
     assert r.stdout.count("distadv: sweep run ") == 2          # rank 0 speaks, once per run
+
+
+@pytest.mark.parametrize("group", ["recipe", "suite"])
+def test_every_recipe_and_suite_has_a_one_line_description(group):
+    """--help shows each file's first comment line: it must be a whole sentence on one line."""
+    from distadv.cli.help import _header_line
+    from distadv.paths import group_names, recipes_dir
+
+    for name in group_names(group):
+        line = _header_line(recipes_dir() / group / f"{name}.yaml")
+        assert line.endswith(".") and 10 < len(line) <= 98, (name, line)
