@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 
 import pytest
 
@@ -163,3 +164,29 @@ def test_two_processes_log_one_mlflow_run_from_rank_0(tmp_path, monkeypatch):
     assert len(client.search_runs([ids["experiment_id"]])) == 1
     assert [s for s, _ in _steps(client, ids["run_id"], "val/pgd_linf")] == [1, 2]
     assert json.loads((run / "results.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_unreachable_mlflow_server_stops_both_ranks_in_one_line(tmp_path):
+    """A tracking server that does not answer: one line naming it and the fix, exit 2 from
+    every rank together (rank 0 alone talks to MLflow; the others must not wait in the first
+    collective until runtime.timeout_s). Nothing listens on port 1 of this machine."""
+    import subprocess
+
+    from tools.procs import cpu_env, launch_cmd
+    run = tmp_path / "r"
+    env = cpu_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="5")
+    start = time.monotonic()
+    proc = subprocess.run(launch_cmd("distadv/train.py", *TINY, f"run_dir={run}", "optim.epochs=1",
+                                     BOTH, "log.mlflow_uri=http://127.0.0.1:1",
+                                     "runtime.timeout_s=120"),
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0 and time.monotonic() - start < 100, proc.stderr[-2000:]
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("distadv: error:")]
+    mine = [e for e in errors if "MLflow at http://127.0.0.1:1 failed" in e]   # rank 0's
+    assert len(mine) == 1 and "check log.mlflow_uri" in mine[0], errors
+    assert [e for e in errors if e not in mine] == [          # rank 1 stopped with it
+        "distadv: error: rank 0 could not start the trackers; see that rank's error. The last "
+        "good checkpoint is kept"], errors
+    assert "site-packages/mlflow/" not in proc.stderr         # no MLflow traceback (the
+                                                              # launcher prints its own)

@@ -58,7 +58,11 @@ def fit(cfg) -> Dict:
     st = TrainState.create(cfg, accelerator, splits, saved, p)
     start_epoch = st.epoch
     val_attacks = seed_attacks(cfg)                  # the `seed` suite's attacks
-    tracker = open_tracking(cfg, p, main, start_epoch, st.history)   # log.trackers, rank 0
+    opened = {}   # log.trackers on rank 0; a store that fails stops every rank together
+    main_writes(accelerator, lambda: opened.update(t=open_tracking(cfg, p, main, start_epoch,
+                                                                   st.history)),
+                "rank 0 could not start the trackers")
+    tracker = opened.get("t") or open_tracking(cfg, p, False, start_epoch, st.history)
     progress = main and (cfg.log.progress == "always" or
                          (cfg.log.progress == "auto" and sys.stderr.isatty()))
     if main:

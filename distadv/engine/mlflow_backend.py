@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Dict, Optional
 
+from ..errors import ConfigError
 from .trackers import AccelerateBackend
 
 _ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE")
@@ -67,12 +68,20 @@ def mlflow_backend(run_dir: Path, name: str, experiment: str, uri_key: Optional[
                    config: Dict[str, object]) -> MLflowBackend:
     """Start (or, with ``ids["mlflow"]`` from the same store, continue) the run's MLflow run;
     records its id in ``ids``. Cost: ~2 s to import mlflow (rank 0, once)."""
+    from mlflow.exceptions import MlflowException
+
     saved_env = {k: os.environ.get(k) for k in _ENV}
+    spec = uri_key or saved_env["MLFLOW_TRACKING_URI"]
     try:
-        return _open(run_dir, name, experiment, uri_key or saved_env["MLFLOW_TRACKING_URI"], ids,
-                     config, saved_env)
-    except BaseException:
+        return _open(run_dir, name, experiment, spec, ids, config, saved_env)
+    except (MlflowException, OSError) as exc:
         _restore(saved_env)      # e.g. a server that cannot be reached: leave nothing changed
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"MLflow at {spec or run_dir / 'mlruns'} failed: {first}; check "
+                          "log.mlflow_uri / $MLFLOW_TRACKING_URI, or remove mlflow from "
+                          "log.trackers (the run directory is kept: rerun to resume)") from None
+    except BaseException:
+        _restore(saved_env)
         raise
 
 
