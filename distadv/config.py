@@ -58,7 +58,17 @@ class ModelConfig:
 
     name: str = "basicnet"          # a registered model (distadv/models/)
     width: Optional[float] = None   # width factor (preact_resnet18 only)
-    activation: Optional[str] = None  # relu | silu (preact_resnet18, wrn*; null: the model's own)
+    activation: Optional[str] = None  # relu | silu | lwta (smallcnn, resnet20, resnet,
+                                      # preact_resnet18, preact_resnet, wrn*; null: the model's own)
+    # Per-stage architecture of the generic nets (preact_resnet, resnet): blocks per stage and
+    # channels per stage, lists of equal length (null: PreActResNet18's / ResNet20's).
+    blocks: Optional[List[int]] = None
+    widths: Optional[List[int]] = None
+    # Stochastic LWTA (model.activation=lwta, lwta_* models; distadv/models/lwta.py): units per
+    # competing block (U; widths must divide by it) and the Gumbel-softmax temperature used in
+    # training. At evaluation the winner is a hard random draw (the paper's 0.01 in the limit).
+    lwta_competitors: int = 2
+    lwta_temperature: float = 0.67
     input_noise: float = 0.0        # sigma of Gaussian input noise at inference (0 = off)
 
 

@@ -34,6 +34,11 @@ class GridError(UserError):
     """A grid file, cluster profile, grid directory or submission that cannot be used."""
 
 
+class SearchError(GridError):
+    """A search file (recipes/search/), its space or objectives, or a search directory that
+    cannot be used."""
+
+
 class RunFailure(Exception):
     """The run cannot go on (disk full, a non-finite loss, another rank failed). Every rank
     stops together; the entry points print one line and exit with 4."""

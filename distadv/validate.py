@@ -13,7 +13,8 @@ from .data.digits import SIZES as DIGITS_SIZES
 from .data.generated import extra_paths, split_counts
 from .engine.trackers import check_tracker_names
 from .errors import ConfigError
-from .models import MODELS, builder_params, create_model
+from .models import (ACTIVATIONS, LWTA_DEFAULTS, MODELS, builder_params, create_model,
+                     model_activation, model_kwargs)
 from .strategies import SINGLE_STEP, STRATEGIES, THREAT_COUNT
 from .strategies.addons import check_addons
 
@@ -50,11 +51,46 @@ def _check_model_fits(d, m) -> None:
     side = image_side(d)
     try:
         with torch.device("meta"):
-            create_model(m.name, classes, channels, image_size=side,
-                         **({"width": m.width} if m.width is not None else {}))
+            create_model(m.name, classes, channels, image_size=side, **model_kwargs(m))
     except ValueError as exc:
+        if any(w in str(exc) for w in ("LWTA", "widths", "block counts")):  # not the size's fault
+            raise ConfigError(f"model.name={m.name} cannot be built from these model.* keys: "
+                              f"{exc}; change model.widths, model.blocks or "
+                              "model.lwta_competitors") from None
         raise ConfigError(f"model.name={m.name} does not fit {d.name} at {side}x{side}: {exc}; "
                           "choose another model.name or a larger data.image_size") from None
+
+
+def _check_architecture(m) -> None:
+    """model.blocks / model.widths (generic nets) and the LWTA keys, one line each."""
+    for key in ("blocks", "widths"):
+        value = m.get(key)
+        if value is None:
+            continue
+        _check(key in builder_params(m.name), f"model.{key} is only for preact_resnet and "
+               f"resnet (per-stage architecture), not '{m.name}'; remove model.{key}")
+        _check(len(value) > 0 and all(int(v) > 0 for v in value),
+               f"model.{key} must be a non-empty list of integers > 0, got {list(value)}")
+    if m.get("blocks") is not None and m.get("widths") is not None:
+        _check(len(m.blocks) == len(m.widths), f"model.blocks has {len(m.blocks)} stages and "
+               f"model.widths {len(m.widths)}; give one block count and one width per stage")
+    elif m.get("blocks") is not None:
+        default = 4 if m.name == "preact_resnet" else 3
+        _check(len(m.blocks) == default, f"model.blocks has {len(m.blocks)} stages but the "
+               f"default widths have {default}; set model.widths too (one per stage)")
+    lwta = model_activation(m.name, m.activation) == "lwta"
+    changed = [k for k, v in LWTA_DEFAULTS.items() if m.get(k, v) != v]
+    _check(lwta or not changed, f"model.{changed[0] if changed else ''} is for LWTA models "
+           f"(model.activation=lwta or an lwta_* model), not '{m.name}' with "
+           f"{model_activation(m.name, m.activation) or 'its own'} activation; remove it")
+    _check(m.lwta_competitors >= 2, f"model.lwta_competitors must be >= 2 (units competing "
+           f"in each block; the paper: 2), got {m.lwta_competitors}")
+    _check(m.lwta_temperature > 0, f"model.lwta_temperature must be > 0 (the paper: 0.67), "
+           f"got {m.lwta_temperature}")
+    if lwta and m.get("widths") is not None:
+        bad = [int(w) for w in m.widths if int(w) % m.lwta_competitors]
+        _check(not bad, f"model.widths {bad} do not divide into LWTA blocks of "
+               f"model.lwta_competitors={m.lwta_competitors}; use multiples of it")
 
 
 def _check_extra(d) -> None:
@@ -143,10 +179,11 @@ def validate(cfg: DictConfig) -> None:
            f"model.width is only for preact_resnet18, not '{m.name}'; remove model.width")
     _check(m.width is None or m.width > 0, f"model.width must be > 0, got {m.width}")
     _check(m.activation is None or "activation" in builder_params(m.name),
-           f"model.activation is only for preact_resnet18 and the wrn* models, not '{m.name}'; "
-           "remove model.activation")
+           f"model.activation is only for smallcnn, resnet20, resnet, preact_resnet18, "
+           f"preact_resnet and the wrn* models, not '{m.name}'; remove model.activation")
     if m.activation is not None:
-        _one_of("model.activation", m.activation, ["relu", "silu"])
+        _one_of("model.activation", m.activation, list(ACTIVATIONS))
+    _check_architecture(m)
     _check(m.input_noise >= 0, f"model.input_noise must be >= 0, got {m.input_noise}")
     _check_model_fits(d, m)
     _check(o.epochs >= 1, f"optim.epochs must be >= 1, got {o.epochs}")

@@ -248,14 +248,16 @@ def test_silu_wide_resnets_use_silu():
     assert not torch.allclose(relu(x), silu(x))
     with torch.device("meta"):
         swish = create_model("wrn28_10_swish")
-    assert swish.net.act is F.silu and all(b.act is F.silu for b in swish.net.layers)
+    assert isinstance(swish.net.act, torch.nn.SiLU)
+    assert all(isinstance(b.act1, torch.nn.SiLU) and isinstance(b.act2, torch.nn.SiLU)
+               for b in swish.net.layers)
 
 
 @pytest.mark.parametrize("override,message", [
     ("ema.decay=1.5", "ema.decay must be in [0, 1)"),
     ("ema.warmup=1.0", "ema.warmup must be in [0, 1)"),
     ("awp.gamma=0", "awp.gamma must be > 0"),
-    ("model.activation=silu", "model.activation is only for preact_resnet18 and the wrn* models"),
+    ("model.activation=tanh", "model.activation='tanh' is not valid; choose one of: relu, silu, lwta"),
     ("optim.warmup=0.1", "optim.warmup is for optim.schedule=cosine"),
     ("strategy.label_smoothing=0.1", "strategy.label_smoothing is for strategy.name=trades"),
 ])

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..data import Splits, build_splits
-from ..models import create_model
+from ..models import create_model, model_kwargs
 from ..strategies import replays_per_batch
 from . import checkpoint as ck
 from .loaders import eval_loaders, per_rank, train_loader
@@ -44,7 +44,7 @@ class RunParts:
 def model_for(cfg, info) -> nn.Module:
     """The run's model (``cfg.model``) for a data set's shape and statistics (``info``);
     training and evaluation both build it here."""
-    kw = {k: cfg.model[k] for k in ("width", "activation") if cfg.model.get(k) is not None}
+    kw = model_kwargs(cfg.model)   # width, activation, blocks/widths, LWTA's keys
     return create_model(cfg.model.name, info.num_classes, info.in_channels, info.mean, info.std,
                         cfg.model.input_noise, info.image_size, **kw)
 

@@ -48,6 +48,7 @@ def element_rows(grid_dir: GridDir, elements=None) -> List[Dict]:
     finished, epoch, epochs, metric, best, best_epoch, run_dir."""
     jobs = grid_dir.job_ids()
     local = set(grid_dir.local_runs())
+    done = grid_dir.done_file()
     states = slurm_states(jobs.values())
     rows = []
     for e in grid_dir.elements() if elements is None else [asdict(e) for e in elements]:
@@ -56,7 +57,7 @@ def element_rows(grid_dir: GridDir, elements=None) -> List[Dict]:
         row = {"name": e["name"], "config": e["config"], "job": job,
                "state": (states.get(job, "UNKNOWN") if job
                          else "LOCAL" if e["name"] in local else "NOT_SUBMITTED"),
-               "finished": (run / "results.json").is_file(), "epoch": 0, "epochs": None,
+               "finished": (run / done).is_file(), "epoch": 0, "epochs": None,
                "metric": None, "best": None, "best_epoch": None, "run_dir": str(run)}
         if (run / "config.yaml").is_file():
             row["epochs"] = OmegaConf.load(run / "config.yaml").optim.epochs

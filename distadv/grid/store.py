@@ -38,15 +38,16 @@ class GridDir:
         return self.path / element
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold the grid's submission lock; a second submission at the same time is refused."""
+    def lock(self, what: str = "submit") -> Iterator[None]:
+        """Hold the grid's ``what`` lock (``.submit.lock``: one submission at a time;
+        ``.search.lock``: one search driver at a time); a second holder is refused."""
         self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".submit.lock", "a+") as f:
+        with open(self.path / f".{what}.lock", "a+") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                raise GridError(f"another submission of this grid is running ({f.read().strip()}); "
+                raise GridError(f"another {what} of this grid is running ({f.read().strip()}); "
                                 "wait for it to finish, then run slurm/status.py") from None
             f.truncate(0)
             f.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
@@ -56,19 +57,34 @@ class GridDir:
     def read_manifest(self) -> Dict:
         """The recorded grid, or {} for a new grid directory."""
         if not self.manifest.is_file():
-            if self.path.exists() and any(p.name not in (".submit.lock",) for p in self.path.iterdir()):
+            if self.path.exists() and any(p.name not in (".submit.lock", ".search.lock")
+                                          for p in self.path.iterdir()):
                 raise GridError(f"{self.path} exists and is not a grid directory (no grid.json); "
                                 "choose another grid_dir=")
             return {}
         return json.loads(self.manifest.read_text())
 
-    def adopt(self, grid: str, elements: Sequence[Element], info: Dict, write: bool = True) -> Dict:
+    def adopt(self, grid: str, elements: Sequence[Element], info: Dict, write: bool = True,
+              extend: bool = False) -> Dict:
         """Record a new grid (unless ``write`` is False: dry runs), or check that a
         re-submission describes the same elements. ``info`` (description, plot axis) is
-        recorded for the report."""
+        recorded for the report. ``extend``: ``elements`` are added to the recorded ones
+        (a recorded name must keep its overrides), for a search's growing set of trials."""
         new = {"grid": grid, **info, "elements": [asdict(e) for e in elements]}
         new = json.loads(json.dumps(new))             # tuples -> lists, as read back
         old = self.read_manifest()
+        if extend and old and _info(old) == _info(new):
+            recorded = {e["name"]: e for e in old["elements"]}
+            clash = [e["name"] for e in new["elements"]
+                     if e["name"] in recorded and recorded[e["name"]] != e]
+            if clash:
+                raise GridError(f"{self.path}: element(s) {', '.join(clash[:4])} are recorded "
+                                "with other overrides; nothing was submitted. Use another grid_dir=")
+            new = dict(old, elements=old["elements"] + [e for e in new["elements"]
+                                                        if e["name"] not in recorded])
+            if write and new != old:
+                write_json(self.manifest, new)
+            return new
         if not old:
             if write:
                 write_json(self.manifest, new)
@@ -82,6 +98,11 @@ class GridDir:
                             "nothing was submitted. Use the same grid and overrides to resume "
                             "it, or another grid_dir=")
         return old
+
+    def done_file(self) -> str:
+        """The file whose presence marks an element finished: results.json (a training run),
+        or what the manifest names (a search trial: objectives.json)."""
+        return self.read_manifest().get("done", "results.json")
 
     def elements(self) -> List[Dict]:
         """The recorded elements (dicts of ``Element``)."""
@@ -110,3 +131,8 @@ class GridDir:
         for a in self.attempts():
             jobs.update(a.get("jobs", {}))
         return jobs
+
+
+def _info(manifest: Dict) -> Dict:
+    """A manifest without its elements: what an extending submission must agree on."""
+    return {k: v for k, v in manifest.items() if k != "elements"}

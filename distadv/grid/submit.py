@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from ..errors import GridError
 from .cluster import ClusterProfile, as_dict, executor, load_profile
@@ -28,6 +28,12 @@ class Plan:
     elements: List[Element]
     info: Dict
     grid_dir: Path
+    # The job's callable, called with each element's overrides (+ run_dir=); None: TrainElement.
+    # A search passes its SearchElement (train, then measure the objectives).
+    element: Optional[Callable] = None
+    # True: the elements are added to those the grid directory records (a search grows one
+    # batch of trials at a time); False: they must be the recorded ones (a grid, a sweep).
+    extend: bool = False
 
 
 def plan_grid(grid: str, grid_dir: Optional[str] = None, overrides: Sequence[str] = ()) -> Plan:
@@ -57,7 +63,7 @@ def submit_plan(plan: Plan, profile: ClusterProfile, dry_run: bool = False) -> D
         import submitit  # noqa: F401  (a missing slurm extra is reported before anything is written)
     gd = GridDir(plan.grid_dir)
     with gd.lock():
-        gd.adopt(grid, elements, plan.info, write=not dry_run)
+        gd.adopt(grid, elements, plan.info, write=not dry_run, extend=plan.extend)
         rows = {r["name"]: r for r in element_rows(gd, elements)}
         todo = [e for e in elements if outcome(rows[e.name]) == "failed"]
         again = [e.name for e in todo if rows[e.name]["job"]]
@@ -75,8 +81,10 @@ def submit_plan(plan: Plan, profile: ClusterProfile, dry_run: bool = False) -> D
                   f"{len(todo)} element(s) of grid '{grid}' in {gd.path}")
             return summary
         ex = executor(profile, gd.logs, f"distadv-{grid}")
-        from .element import TrainElement
-        fn = TrainElement()
+        fn = plan.element
+        if fn is None:
+            from .element import TrainElement
+            fn = TrainElement()
         try:
             with ex.batch():
                 jobs = [ex.submit(fn, list(e.overrides) + [f"run_dir={gd.run_dir(e.name)}"])
