@@ -60,15 +60,13 @@ class ModelConfig:
     width: Optional[float] = None   # width factor (preact_resnet18 only)
     activation: Optional[str] = None  # relu | silu | lwta (smallcnn, resnet20, resnet,
                                       # preact_resnet18, preact_resnet, wrn*; null: the model's own)
-    # Per-stage architecture of the generic nets (preact_resnet, resnet): blocks per stage and
-    # channels per stage, lists of equal length (null: PreActResNet18's / ResNet20's).
-    blocks: Optional[List[int]] = None
-    widths: Optional[List[int]] = None
-    # Stochastic LWTA (model.activation=lwta, lwta_* models; distadv/models/lwta.py): units per
-    # competing block (U; widths must divide by it) and the Gumbel-softmax temperature used in
-    # training. At evaluation the winner is a hard random draw (the paper's 0.01 in the limit).
-    lwta_competitors: int = 2
-    lwta_temperature: float = 0.67
+    # Per-stage architecture of the generic nets (preact_resnet, resnet), lists of equal length:
+    blocks: Optional[List[int]] = None  # blocks per stage (null: PreActResNet18's / ResNet20's)
+    widths: Optional[List[int]] = None  # channels per stage (null: 64-128-256-512 / 16-32-64)
+    # Stochastic LWTA (model.activation=lwta, lwta_* models; distadv/models/lwta.py). At
+    # evaluation the winner is a hard random draw (the paper's temperature 0.01 in the limit).
+    lwta_competitors: int = 2       # units competing in each block (U; widths must divide by it)
+    lwta_temperature: float = 0.67  # Gumbel-softmax temperature of the relaxed draw in training
     input_noise: float = 0.0        # sigma of Gaussian input noise at inference (0 = off)
 
 

@@ -87,7 +87,7 @@ def test_train_help_names_every_recipe_and_top_level_key_fast():
 @pytest.mark.parametrize("script,needle", [
     ("distadv/evaluate.py", "suite.aa_version: str = auto"),
     ("slurm/submit.py", "cluster.KEY=V"), ("slurm/status.py", "--json"),
-    ("tools/report.py", "GRID_DIR/report")])
+    ("tools/report.py", "GRID_DIR/report"), ("tools/forensics.py", "report.json")])
 def test_every_entry_has_help(script, needle):
     r = cli("--help", script=script)
     assert r.returncode == 0 and needle in r.stdout, r.stdout + r.stderr

@@ -9,7 +9,8 @@ from distadv.models import (MODELS, NOMINAL_PARAMS, GaussianInput, Normalize, PN
 
 # Forward passes on real tensors for the models that are cheap on a 2-core CPU; the big
 # WideResNets are built on the meta device (shapes and counts without memory or compute).
-REAL = {"basicnet", "smallcnn", "resnet20", "noisenet20", "preact_resnet18", "vgg11"}
+REAL = {"basicnet", "smallcnn", "resnet20", "noisenet20", "preact_resnet18", "vgg11", "resnet",
+        "lwta_resnet20"}
 
 
 @pytest.mark.parametrize("name", MODELS.names())

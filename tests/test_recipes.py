@@ -38,10 +38,12 @@ def standin(tmp_path_factory):
 
 # One CPU step of the 267M-parameter WRN-70-16 ran past 10 minutes here: dm_wrn70_16 is its
 # twin dm_wrn28_10 (which trains a tiny step below) plus exactly its own keys; so is
-# trades_ema_wrn28_10_silu, dm_wrn28_10 without the generated data (saves CI 90 s).
+# trades_ema_wrn28_10_silu, dm_wrn28_10 without the generated data (saves CI 90 s); and lwta_wrn.
 TWINS = {"dm_wrn70_16": ("dm_wrn28_10", {"model.name": "wrn70_16_swish", "data.batch_size": 1024,
                                          "data.extra": "data/dm_edm_50m", "optim.epochs": 2000}),
-         "trades_ema_wrn28_10_silu": ("dm_wrn28_10", {"data.extra": None, "data.epoch_samples": None})}
+         "trades_ema_wrn28_10_silu": ("dm_wrn28_10", {"data.extra": None, "data.epoch_samples": None}),
+         # the 46M-parameter LWTA WRN-34-10 is lwta_resnet20's training on a wider net
+         "lwta_wrn": ("lwta_resnet20", {"model.name": "lwta_wrn34_10"})}
 
 
 def _flat(d, prefix=""):

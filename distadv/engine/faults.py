@@ -17,7 +17,9 @@ from ..errors import RunFailure, UserError
 # <point>, it kills itself with SIGKILL, exactly like `kill -9` at that instant (the launcher
 # then stops the other ranks). Points: train.step (before a step's backward), eval.batch (each
 # validation or test batch), checkpoint.written (new file fsynced, not yet renamed),
-# checkpoint.rotated (latest moved to previous, the new one not yet in place).
+# checkpoint.rotated (latest moved to previous, the new one not yet in place), forensics.batch
+# (each batch a forensics attack generates), forensics.chunk (a labelled-set chunk
+# written; the file write itself passes checkpoint.written).
 # DISTADV_CRASH_AT=count:<file> instead appends each point rank 0 reaches to <file>, so the tool
 # can choose n. Cost when unset: one string test per call.
 _CRASH_AT = os.environ.get("DISTADV_CRASH_AT", "")
