@@ -36,7 +36,7 @@ fmnist-data:
 $(FULL): $(BASE) pyproject.toml
 	$(MAKE) ffcv-deps fmnist-data
 	# DS_BUILD_OPS=0: DeepSpeed builds its few CPU ops on first use (g++, ~24 s, cached).
-	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed,ffcv,slurm,trackers]'
+	DS_BUILD_OPS=0 $(BIN)/python -m pip install -e '.[dev,deepspeed,ffcv,slurm,trackers,search]'
 	# torchattacks only for the tests' cross-checks; --no-deps because it pins an old
 	# requests (see README, "Dependencies").
 	$(BIN)/python -m pip install --no-deps 'torchattacks==3.5.1'

@@ -161,6 +161,41 @@ Profile keys (cluster.KEY=VALUE):
 """
 
 
+def search_help() -> str:
+    """``slurm/search.py --help``."""
+    searches = _names_with_lines("search") if (recipes_dir() / "search").is_dir() else "  (none)"
+    return f"""\
+usage: python slurm/search.py search=NAME cluster=PROFILE [search_dir=DIR] [best_recipe=NAME]
+                              [search.KEY=VALUE ...] [cluster.KEY=VALUE ...] [KEY=VALUE ...]
+       (also distadv-search; needs the search and slurm extras: pip install -e '.[search,slurm]')
+
+A multi-objective robust architecture search with Optuna (NSGA-II by default): each trial is a
+short training run of the search's recipe with the trial's values, then the budgeted official
+AutoAttack on the validation split; trials run as SLURM job arrays of `parallel` trials. The
+study lives in SEARCH_DIR/journal.log (Optuna's journal file storage): running the same command
+again continues the search, never repeating a complete trial. Outputs in SEARCH_DIR:
+pareto.md / pareto.csv (the non-dominated trials), pareto.png, best_recipe.yaml (the front's
+most robust trial, at full length). slurm/status.py SEARCH_DIR shows the trials' jobs.
+
+  search=NAME       a search file, recipes/search/NAME.yaml
+  cluster=PROFILE   a cluster profile, {clusters_dir()}/PROFILE.yaml
+  search_dir=DIR    where the journal, trials and outputs go (default runs/searches/NAME)
+  best_recipe=NAME  also write the best trial's recipe as recipes/recipe/NAME.yaml
+  search.KEY=V      override a search-file key (below), e.g. search.trials=16
+  cluster.KEY=V     override a profile key (see slurm/submit.py --help)
+  KEY=VALUE         a recipe override for every trial, added to the search's fixed overrides
+
+Searches (recipes/search/):
+{searches}
+
+Search-file keys (search.KEY=VALUE):
+{keys_text(walk(PACKAGE / "search" / "space.py", "SearchFile"))}
+
+Distribution keys (space.KEY.*): type (int | float | categorical), low, high, step, log, choices.
+Objectives: robust_acc (maximise), clean_acc (maximise), params (minimise), flops (minimise).
+"""
+
+
 def status_help() -> str:
     """``slurm/status.py --help``."""
     return """\

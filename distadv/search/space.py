@@ -61,8 +61,10 @@ class SearchFile:
 
     description: str = ""
     recipe: str = MISSING               # the base recipe (recipes/recipe/)
-    overrides: List[str] = field(default_factory=list)  # every trial (short training); NOT
-                                        # in the best trial's recipe, which trains at full length
+    overrides: List[str] = field(default_factory=list)  # every trial AND the best trial's
+                                        # recipe (the architecture family: model.name=...)
+    short: List[str] = field(default_factory=list)  # every trial only: the short training
+                                        # (optim.epochs=3); the best recipe trains at full length
     space: Dict[str, Distribution] = MISSING   # run-config key (or list entry) -> distribution
     objectives: List[str] = field(default_factory=lambda: ["robust_acc", "params"])
     trials: int = 8                     # complete trials to reach (failed ones do not count)
@@ -122,12 +124,13 @@ def check_search(name: str, sf: SearchFile) -> DictConfig:
     if not sf.space:
         raise fail("the space is empty; give at least one key under space:")
     try:
-        base = load_config([f"recipe={sf.recipe}", *sf.overrides])
+        base = load_config([f"recipe={sf.recipe}", *sf.overrides, *sf.short])
     except ConfigError as exc:
         raise fail(f"the fixed overrides do not compose: {exc}") from None
-    fixed = {o.split("=", 1)[0].lstrip("+~") for o in sf.overrides}
+    fixed = {_key(o) for o in [*sf.overrides, *sf.short]}
     for key, dist in sf.space.items():
-        if key.split(".")[0] in RESERVED or key in fixed or locate(base, key, fail)[0] in fixed:
+        locate(base, key, fail)
+        if key.split(".")[0] in RESERVED or key in fixed:
             raise fail(f"space key '{key}' is set by the search itself or fixed in overrides; "
                        "remove it from one of them")
         check_distribution(key, dist, fail)
@@ -237,12 +240,25 @@ def override_value(v: Any) -> str:
     return str(v)
 
 
+def _key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def trial_overrides(sf: SearchFile, params: Dict[str, Any], base: DictConfig,
-                    fixed: bool = True) -> List[str]:
-    """The run overrides of one trial: the recipe, the fixed overrides (unless ``fixed`` is
-    False: the best trial's recipe trains at full length), then the trial's values, list
-    entries assembled into one list per key."""
-    out = [f"recipe={sf.recipe}", *(sf.overrides if fixed else [])]
+                    short: bool = True) -> List[str]:
+    """The run overrides of one trial: the recipe, the fixed ``overrides``, the ``short``
+    training ones (unless ``short`` is False: the best trial's recipe trains at full length),
+    then the trial's values, list entries assembled into one list per key. A fixed override
+    of a key the trial sets is dropped (the trial's value wins either way)."""
+    out = _trial_values(params, base)
+    mine = {_key(o) for o in out}
+    fixed = [o for o in [*sf.overrides, *(sf.short if short else [])] if _key(o) not in mine]
+    return [f"recipe={sf.recipe}", *fixed, *out]
+
+
+def _trial_values(params: Dict[str, Any], base: DictConfig) -> List[str]:
+    """The trial's values as overrides, list entries joined into one list per key."""
+    out: List[str] = []
     lists: Dict[str, List] = {}
     for key, value in params.items():
         prefix, index = locate(base, key, SearchError)
