@@ -127,6 +127,8 @@ def test_digits_search_runs_and_continues(digits_search):
         assert t.values == [got["values"]["robust_acc"], got["values"]["params"]]
         assert got["examples"] == 100 and got["split"] == "val"
         assert "apgd-ce, apgd-t" in got["attack"] and "n_iter 100 -> 10" in got["attack"]
+        assert got["values"]["robust_acc"] <= min(got["per_attack"][a] for a in
+                                                  ("aa_linf", "pgd_linf")) + 1e-9
     status = subprocess.run([PY, str(ROOT / "slurm/status.py"), str(sd)], capture_output=True,
                             text=True, env=digits_search["env"])
     assert status.returncode == 0 and status.stdout.count("(results)") == 8
@@ -306,3 +308,28 @@ def test_help_lists_searches_and_keys():
     assert r.returncode == 0
     for needle in ("search=NAME", "digits", "objectives", "attack.n_iter", "robust_acc (maximise)"):
         assert needle in r.stdout
+
+
+def test_bad_attack_budget_is_refused():
+    """An unknown AutoAttack component or a zero budget: one SearchError naming the key."""
+    from distadv.search.space import check_search, load_search
+
+    for override, needle in (("attack.components=[apgd-x]", "unknown attack.components"),
+                             ("attack.n_iter=0", "attack.n_iter must be >= 1"),
+                             ("sampler=random", "unknown sampler 'random'"),
+                             ("attack.also=[pgd_linf2]", "unknown attack.also")):
+        with pytest.raises(SearchError, match=needle):
+            check_search("digits", load_search("digits", [override]))
+
+
+def test_worst_case_counts_an_example_only_if_every_attack_fails_to_fool_it():
+    """robust_acc over AutoAttack and PGD: per example (verdicts), not the better attack's
+    figure; with repeats, the lower mean."""
+    from distadv.search.element import worst_case
+
+    one = {"aa_linf": {"acc": 0.75, "runs": [0.75], "verdicts": "1101"},
+           "pgd_linf": {"acc": 0.75, "runs": [0.75], "verdicts": "1011"}}
+    assert worst_case(one, ["aa_linf", "pgd_linf"]) == 0.5 and worst_case(one, ["aa_linf"]) == 0.75
+    rep = {"aa_linf": {"acc": 0.7, "runs": [0.6, 0.8], "verdicts": "11"},
+           "pgd_linf": {"acc": 0.65, "runs": [0.65, 0.65], "verdicts": "11"}}
+    assert worst_case(rep, ["aa_linf", "pgd_linf"]) == 0.65

@@ -135,6 +135,27 @@ def _reconcile(gd: GridDir, study, sf: SearchFile) -> int:
     return active
 
 
+REDRAWS = 50   # draws per slot before a small discrete space counts as exhausted
+
+
+def _ask_new(study, dists):
+    """A trial whose values no complete or running trial has: a repeat would retrain the same
+    run (NSGA-II's children often repeat a parent in small discrete spaces). Repeats are told
+    PRUNED (tagged ``repeat_of``), which the samplers skip. None after REDRAWS repeats."""
+    from optuna.trial import TrialState
+
+    key = lambda params: tuple(sorted((k, repr(v)) for k, v in params.items()))  # noqa: E731
+    seen = {key(t.params): t.number for t in study.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))}
+    for _ in range(REDRAWS):
+        trial = study.ask(dists)
+        if key(trial.params) not in seen:
+            return trial
+        trial.set_user_attr("repeat_of", seen[key(trial.params)])
+        study.tell(trial.number, state=TrialState.PRUNED)
+    return None
+
+
 def _loop(gd: GridDir, study, name: str, sf: SearchFile, base, profile, info: Dict,
           poll_s: float) -> List[str]:
     """Ask, submit, wait and tell until ``trials`` are complete; the job arrays submitted."""
@@ -148,7 +169,7 @@ def _loop(gd: GridDir, study, name: str, sf: SearchFile, base, profile, info: Di
         active = _reconcile(gd, study, sf)
         counts = _counts(study)
         print(f"distadv: search '{name}': {counts['COMPLETE']}/{sf.trials} trials complete, "
-              f"{counts['FAIL']} failed, {active} running")
+              f"{counts['FAIL']} failed, {active} running, {counts['PRUNED']} repeats skipped")
         if counts["COMPLETE"] >= sf.trials:
             return arrays
         if counts["FAIL"] > sf.trials:
@@ -159,7 +180,11 @@ def _loop(gd: GridDir, study, name: str, sf: SearchFile, base, profile, info: Di
             continue
         elements = []
         for _ in range(min(sf.parallel, sf.trials - counts["COMPLETE"])):
-            trial = study.ask(dists)
+            trial = _ask_new(study, dists)
+            if trial is None:
+                print(f"distadv: search '{name}': no configuration the search has not tried in "
+                      f"{REDRAWS} draws; the space looks exhausted, stopping here")
+                return arrays
             overrides = trial_overrides(sf, trial.params, base)
             trial.set_user_attr("run_dir", str(gd.run_dir(trial_name(trial.number))))
             trial.set_user_attr("overrides", overrides)
@@ -211,9 +236,10 @@ def write_outputs(gd: GridDir, study, name: str, sf: SearchFile, base,
     a = sf.attack
     c = _counts(study)
     note = (f"Pareto front of search '{name}' ({c['COMPLETE']} complete, {c['FAIL']} failed "
-            f"trials; objectives {', '.join(sf.objectives)}, * = searched). robust_acc: the "
-            f"official AutoAttack {', '.join(a.components)} ({a.n_iter} iterations, "
-            f"{a.target_classes} target classes) on the first {a.max_examples} validation "
+            f"trials; objectives {', '.join(sf.objectives)}, * = searched). robust_acc: per "
+            f"example, the worst of the official AutoAttack {', '.join(a.components)} "
+            f"({a.n_iter} iterations, {a.target_classes} target classes) and "
+            f"{', '.join(a.also) or 'no other attack'}, on the first {a.max_examples} validation "
             f"examples, best checkpoint, after the search's short training "
             f"({' '.join(sf.short) or 'no short-training overrides'}).")
     table = markdown(rows, sf.objectives, note)

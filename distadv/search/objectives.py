@@ -1,8 +1,9 @@
 """The objectives a search can trade off, each with its fixed direction, and the cost
 measures: parameters and FLOPs of the trial's model.
 
-    robust_acc  maximise  accuracy under the budgeted official AutoAttack (search file's
-                          ``attack``) on the validation split, best checkpoint
+    robust_acc  maximise  per-example worst case of the budgeted official AutoAttack (search
+                          file's ``attack``) and the run's own PGD (``attack.also``) on the
+                          validation split, best checkpoint
     clean_acc   maximise  natural accuracy on the same examples
     params      minimise  trainable parameters, sum(p.numel())
     flops       minimise  FLOPs of one forward pass of one image, counted by PyTorch's own

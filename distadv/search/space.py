@@ -35,7 +35,7 @@ class Distribution:
 
     type: str = MISSING                 # int | float | categorical
     low: Optional[float] = None         # int, float: the range, both ends included
-    high: Optional[float] = None
+    high: Optional[float] = None        # (low <= high)
     step: Optional[float] = None        # int: default 1; float: null = continuous
     log: bool = False                   # sample on a log scale (low > 0, no step)
     choices: Optional[List[Any]] = None  # categorical: numbers, strings, booleans or null
@@ -48,9 +48,13 @@ class AttackBudget:
     recipe's L-inf PGD (its ``eval_attacks``)."""
 
     components: List[str] = field(default_factory=lambda: ["apgd-ce", "apgd-t"])
+                                        # AutoAttack's attacks (apgd-ce, apgd-t, apgd-dlr, ...)
     n_iter: int = 20                    # APGD iterations (the package's: 100)
     target_classes: int = 3             # APGD-T target classes (the package's: 9)
     max_examples: int = 200             # first N examples of the validation split
+    also: List[str] = field(default_factory=lambda: ["pgd_linf"])
+                                        # the run's own attacks (suite names: pgd_linf,
+                                        # eot_pgd_linf, ...) in the per-example worst case
     repeats: int = 1                    # evaluations of a randomised model (input noise): mean
     seed: int = 0                       # attack randomness
 
@@ -59,7 +63,7 @@ class AttackBudget:
 class SearchFile:
     """The schema of a search file."""
 
-    description: str = ""
+    description: str = ""               # one line, shown by --help and in the manifest
     recipe: str = MISSING               # the base recipe (recipes/recipe/)
     overrides: List[str] = field(default_factory=list)  # every trial AND the best trial's
                                         # recipe (the architecture family: model.name=...)
@@ -67,6 +71,8 @@ class SearchFile:
                                         # (optim.epochs=3); the best recipe trains at full length
     space: Dict[str, Distribution] = MISSING   # run-config key (or list entry) -> distribution
     objectives: List[str] = field(default_factory=lambda: ["robust_acc", "params"])
+                                        # robust_acc, clean_acc (maximised), params, flops
+                                        # (minimised); see distadv/search/objectives.py
     trials: int = 8                     # complete trials to reach (failed ones do not count)
     parallel: int = 4                   # trials per job array (one array per batch)
     population: Optional[int] = None    # NSGA-II population (null: parallel, one batch = one
@@ -128,6 +134,20 @@ def check_search(name: str, sf: SearchFile) -> DictConfig:
     except ConfigError as exc:
         raise fail(f"the fixed overrides do not compose: {exc}") from None
     fixed = {_key(o) for o in [*sf.overrides, *sf.short]}
+    from ..attacks.autoattack import check_components
+    from ..eval.suites import reference_threat
+    try:
+        check_components(sf.attack.components, "attack.components")
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    if not reference_threat(base, "linf"):
+        raise fail(f"recipe '{sf.recipe}' has no multi-step L-inf eval attack, whose radius the "
+                   "robust accuracy is measured at; add one (eval_attacks.pgd_linf)")
+    from ..eval.suites import valid_names
+    bad = [a for a in sf.attack.also if a not in valid_names(base) or a in ("natural", "aa_linf")]
+    if bad:
+        raise fail(f"unknown attack.also {bad}; the run's attacks: "
+                   + ", ".join(n for n in valid_names(base) if n not in ("natural", "aa_linf")))
     for key, dist in sf.space.items():
         locate(base, key, fail)
         if key.split(".")[0] in RESERVED or key in fixed:
