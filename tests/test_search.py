@@ -128,7 +128,7 @@ def test_digits_search_runs_and_continues(digits_search):
         assert got["examples"] == 100 and got["split"] == "val"
         assert "apgd-ce, apgd-t" in got["attack"] and "n_iter 100 -> 10" in got["attack"]
         assert got["values"]["robust_acc"] <= min(got["per_attack"][a] for a in
-                                                  ("aa_linf", "pgd_linf")) + 1e-9
+                                                  ("aa_linf", "pgd_linf")) + 1e-6  # fp32 acc
     status = subprocess.run([PY, str(ROOT / "slurm/status.py"), str(sd)], capture_output=True,
                             text=True, env=digits_search["env"])
     assert status.returncode == 0 and status.stdout.count("(results)") == 8
