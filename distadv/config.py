@@ -67,6 +67,9 @@ class ModelConfig:
     # evaluation the winner is a hard random draw (the paper's temperature 0.01 in the limit).
     lwta_competitors: int = 2       # units competing in each block (U; widths must divide by it)
     lwta_temperature: float = 0.67  # Gumbel-softmax temperature of the relaxed draw in training
+    lwta_kl: float = 0.0            # weight of the KL of the winner posteriors to the uniform
+                                    # prior added to the training loss (the paper's variational
+                                    # term; 1 = the ELBO; 0 = off, as the reference code trains)
     input_noise: float = 0.0        # sigma of Gaussian input noise at inference (0 = off)
 
 

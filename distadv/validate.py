@@ -83,6 +83,9 @@ def _check_architecture(m) -> None:
     _check(lwta or not changed, f"model.{changed[0] if changed else ''} is for LWTA models "
            f"(model.activation=lwta or an lwta_* model), not '{m.name}' with "
            f"{model_activation(m.name, m.activation) or 'its own'} activation; remove it")
+    _check(m.lwta_kl >= 0, f"model.lwta_kl must be >= 0 (0 = off, 1 = the ELBO), got {m.lwta_kl}")
+    _check(lwta or m.lwta_kl == 0, f"model.lwta_kl is for LWTA models (model.activation=lwta "
+           f"or an lwta_* model), not '{m.name}'; remove it")
     _check(m.lwta_competitors >= 2, f"model.lwta_competitors must be >= 2 (units competing "
            f"in each block; the paper: 2), got {m.lwta_competitors}")
     _check(m.lwta_temperature > 0, f"model.lwta_temperature must be > 0 (the paper: 0.67), "

@@ -196,7 +196,7 @@ def test_killed_evaluation_resumes_without_recomputing(natural_run, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["suite=nope"], "unknown suite 'nope'; valid suites: autoattack, eot, full, seed"),
+    (["suite=nope"], "unknown suite 'nope'; valid suites: autoattack, eot, full, lwta, seed"),
     (["suite=seed", "suite.attacks=[natural,pgd_foo]"], "unknown attack(s) pgd_foo in suite 'seed'; valid for this run: natural, pgd_linf"),
     (["suite=seed", "suite.nope=1"], "unknown key 'suite.nope'"),
     (["suite=seed", "suite.steps=many"], "wrong type for 'suite.steps'"),

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..data import Splits, build_splits
 from ..models import create_model, model_kwargs
+from ..models.lwta import record_kl
 from ..strategies import replays_per_batch
 from . import checkpoint as ck
 from .loaders import eval_loaders, per_rank, train_loader
@@ -58,6 +59,8 @@ def build_run(cfg, accelerator, splits: Optional[Splits] = None, state: Optional
     info = splits.info
     torch.manual_seed(cfg.seed)                        # same initial weights on every rank
     model = model_for(cfg, info)
+    if cfg.model.get("lwta_kl", 0.0):
+        record_kl(model)        # the LWTA layers keep their KL term for the loss
     world = accelerator.num_processes
     train_dl = train_loader(splits, cfg.data, accelerator, cfg.seed, cfg.runtime.max_steps_per_epoch)
     val_dl, test_dl = eval_loaders(splits, cfg.data, accelerator, cfg.seed)

@@ -1,5 +1,5 @@
 """Where each element of a grid stands: SLURM state (squeue for live jobs, sacct for the
-rest), epoch and best validation robust accuracy (the run's progress.json), run directory."""
+rest, scontrol for ended jobs accounting has not recorded yet), epoch and best validation robust accuracy (the run's progress.json), run directory."""
 from __future__ import annotations
 
 import json
@@ -40,6 +40,14 @@ def slurm_states(job_ids: Iterable[str]) -> Dict[str, str]:
             jid, _, state = line.partition("|")
             if jid in missing:
                 states[jid] = (state.split() or ["UNKNOWN"])[0]
+    for jid in [j for j in ids if j not in states]:
+        # slurmctld hands ended jobs to slurmdbd asynchronously: a job cancelled while pending
+        # can be missing from sacct for a while (seen under load). The controller still knows
+        # it for MinJobAge (300 s by default). One call per such job; normally none.
+        out = _run(["scontrol", "-o", "show", "job", jid])
+        found = [f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")]
+        if found:
+            states[jid] = found[0]
     return {j: states.get(j, "UNKNOWN") for j in ids}
 
 

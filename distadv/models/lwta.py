@@ -20,6 +20,9 @@ evaluation suites use repeats, EOT-PGD and AutoAttack ``rand``.
 """
 from __future__ import annotations
 
+import math
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +45,7 @@ def lwta(x: torch.Tensor, competitors: int = 2, temperature: float = 0.67, train
     straight-through, the forward one-hot, the backward the relaxation's). Otherwise a hard
     random draw: exactly one unit of each block passes.
 
-    >>> torch.manual_seed(0); y = lwta(torch.randn(3, 8), training=False)
+    >>> _ = torch.manual_seed(0); y = lwta(torch.randn(3, 8), training=False)
     >>> (y.reshape(3, 4, 2) != 0).sum(-1).tolist()
     [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]]
     """
@@ -56,6 +59,40 @@ def lwta(x: torch.Tensor, competitors: int = 2, temperature: float = 0.67, train
         win = (logits.detach() + g).argmax(dim=2, keepdim=True)
         mask = torch.zeros_like(logits).scatter_(2, win, 1.0)
     return (logits * mask).reshape(x.shape)
+
+
+def kl_to_uniform(logits: torch.Tensor) -> torch.Tensor:
+    """KL(q || Uniform(1/U)) of the blocks' winner posteriors q = softmax(logits) over dim 2,
+    summed over the blocks (and positions) of each example, averaged over the batch: the
+    variational-Bayes term of the paper's objective for this layer (the reference code has it
+    switched off; ``model.lwta_kl`` weights it, 0 = off).
+
+    >>> float(kl_to_uniform(torch.zeros(4, 3, 2)))    # uniform logits: q is the prior
+    0.0
+    """
+    logq = F.log_softmax(logits.float(), dim=2)
+    kl = (logq.exp() * logq).sum(2) + math.log(logits.shape[2])
+    return kl.flatten(1).sum(1).mean()
+
+
+def record_kl(model: nn.Module, on: bool = True) -> int:
+    """Make every LWTA layer of ``model`` keep its KL term in training forwards; returns how
+    many LWTA layers it has (0: the model has none)."""
+    layers = [m for m in model.modules() if isinstance(m, LWTA)]
+    for m in layers:
+        m.record_kl, m.kl = on, None
+    return len(layers)
+
+
+def take_kl(model: nn.Module) -> Optional[torch.Tensor]:
+    """The sum of the KL terms the LWTA layers kept in their last training forward (the
+    loss's forward; TRADES: its adversarial one), cleared; None if none was kept."""
+    terms = []
+    for m in model.modules():
+        if isinstance(m, LWTA) and m.kl is not None:
+            terms.append(m.kl)
+            m.kl = None
+    return torch.stack(terms).sum() if terms else None
 
 
 class LWTA(nn.Module):
@@ -78,9 +115,15 @@ class LWTA(nn.Module):
             raise ValueError(f"LWTA needs channels divisible by its {competitors} competitors, "
                              f"got {channels} channels")
         self.competitors, self.temperature, self.hard = competitors, temperature, hard
+        # model.lwta_kl > 0 turns this on (record_kl): each training forward keeps the KL of
+        # its winner posterior to the uniform prior, for the loss (take_kl). Off: no cost.
+        self.record_kl = False
+        self.kl: Optional[torch.Tensor] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Relaxed sample in training mode, hard random draw in eval mode."""
+        if self.training and self.record_kl:
+            self.kl = kl_to_uniform(_blocks(x, self.competitors))
         return lwta(x, self.competitors, self.temperature, self.training, self.hard)
 
     def extra_repr(self) -> str:

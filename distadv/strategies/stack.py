@@ -2,9 +2,12 @@
 of ``Method``; built once per run by ``distadv.strategies.build_method``."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Dict, List, Optional
 
 from torch import nn
+
+from ..models.lwta import take_kl
 
 from .base import Method, Strategy, walk
 
@@ -29,7 +32,13 @@ class TrainingMethod(Method):
         batch = self.strategy.examples(state.attack_model, x, y)
         for m in self.nodes:
             m.before_loss(state, batch)
-        return batch.owner.loss(state.model, batch)
+        out = batch.owner.loss(state.model, batch)
+        weight = state.cfg.model.get("lwta_kl", 0.0)
+        if weight:   # stochastic LWTA's variational term (model.lwta_kl; models/lwta.py)
+            kl = take_kl(state.raw_model)
+            if kl is not None:
+                out = dataclasses.replace(out, loss=out.loss + weight * kl)
+        return out
 
     def on_epoch_start(self, state, epoch: int) -> None:
         for m in self.nodes:
