@@ -47,7 +47,8 @@ class GridDir:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                raise GridError(f"another {what} of this grid is running ({f.read().strip()}); "
+                noun = {"submit": "submission", "search": "search driver"}.get(what, what)
+                raise GridError(f"another {noun} of this grid is running ({f.read().strip()}); "
                                 "wait for it to finish, then run slurm/status.py") from None
             f.truncate(0)
             f.write(f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}")
