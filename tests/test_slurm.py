@@ -118,6 +118,13 @@ def test_demo_grid_cancel_resubmit_report(slurm, tmp_path):
     jobs = last_jobs(gd)
     assert len(jobs) == 4 and len({j.split("_")[0] for j in jobs.values()}) == 1  # one array
     victim = "01-demo-eps0.1-s1"
+    # Cancel it once it RUNS: SLURM drops an array task cancelled while pending without a
+    # record (status UNKNOWN; seen when other tests' jobs filled the cluster).
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%T", "-j", jobs[victim]], capture_output=True,
+            text=True).stdout.strip() != "RUNNING":
+        time.sleep(0.5)
     subprocess.run(["scancel", jobs[victim]], check=True)
     from distadv.grid.submit import wait
     assert wait(str(gd), poll_s=1, timeout_s=400) is False       # one ended without results

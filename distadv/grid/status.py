@@ -41,9 +41,11 @@ def slurm_states(job_ids: Iterable[str]) -> Dict[str, str]:
             if jid in missing:
                 states[jid] = (state.split() or ["UNKNOWN"])[0]
     for jid in [j for j in ids if j not in states]:
-        # slurmctld hands ended jobs to slurmdbd asynchronously: a job cancelled while pending
-        # can be missing from sacct for a while (seen under load). The controller still knows
-        # it for MinJobAge (300 s by default). One call per such job; normally none.
+        # slurmctld hands ended jobs to slurmdbd asynchronously, so a job that just ended can
+        # be missing from sacct; the controller still knows it for MinJobAge (300 s by
+        # default). One call per such job; normally none. An array task cancelled while still
+        # PENDING leaves no record anywhere (SLURM drops it from the array; measured on the
+        # local SLURM): it stays UNKNOWN, which counts as ended without results (resubmitted).
         out = _run(["scontrol", "-o", "show", "job", jid])
         found = [f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")]
         if found:
