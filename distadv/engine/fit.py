@@ -24,6 +24,7 @@ from .rundir import inspect, paths, run_dir_of
 from .precision import with_run_precision
 from .setup import broadcast_buffers, check_devices, describe, make_accelerator, peak_rss_per_rank
 from .state import TrainState
+from .topology import rank_topology, topology_line
 from .trackers import check_installed, open_tracking
 
 
@@ -65,11 +66,14 @@ def fit(cfg) -> Dict:
     tracker = opened.get("t") or open_tracking(cfg, p, False, start_epoch, st.history)
     progress = main and (cfg.log.progress == "always" or
                          (cfg.log.progress == "auto" and sys.stderr.isatty()))
+    topo = rank_topology(accelerator.num_processes)   # every rank: one small all-gather
     if main:
         print(f"distadv: {cfg.recipe} -> {run_dir} ({status}, epoch {start_epoch}/"
               f"{cfg.optim.epochs}, {accelerator.num_processes} process(es), "
               f"{accelerator.device}, {cfg.runtime.precision}"
               f"{' (runtime.precision=auto)' if requested == 'auto' else ''})", flush=True)
+        if topo:
+            print(topology_line(topo), flush=True)
 
     epochs_this_session = 0
     for epoch in range(start_epoch, cfg.optim.epochs):
@@ -202,7 +206,7 @@ def _final_test(st: TrainState, attacks, tracker) -> Dict:
         "recipe": cfg.recipe, "best_epoch": stopper.best_epoch, "epochs_run": history[-1]["epoch"],
         "stopped_early": bool(stopper.should_stop and history[-1]["epoch"] < cfg.optim.epochs),
         "early_stop_metric": cfg.early_stop.metric, "world_size": dist["world_size"],
-        "distributed": dist,
+        "distributed": dist, "topology": rank_topology(accelerator.num_processes),
         "test": {k: v for k, v in test.items() if k != "count"}, "test_examples": test["count"],
         "val_best": {k[4:]: v for k, v in best.items() if k.startswith("val/") and k != "val/count"},
         "val_examples": best["val/count"],

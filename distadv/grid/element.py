@@ -30,10 +30,14 @@ class TrainElement(submitit.helpers.Checkpointable):
         # Each rank keeps every GPU of its node visible: Accelerate picks cuda:LOCAL_RANK.
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False,
                                                               overwrite=True)
+        from distadv.engine.topology import resolve, this_rank
         from distadv.train import main
 
-        print(f"distadv: element job {env.job_id}, rank {env.global_rank}/{env.num_tasks}, "
-              f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}", flush=True)
+        host, addr = this_rank()
+        master = os.environ.get("MASTER_ADDR", "?")
+        print(f"distadv: element job {env.job_id}, rank {env.global_rank}/{env.num_tasks} on "
+              f"{host} ({addr}), rendezvous {master}:{os.environ.get('MASTER_PORT')} "
+              f"({resolve(master)})", flush=True)
         status = main(list(overrides))
         if status != 0:
             raise RuntimeError(f"training exited with status {status} (rank {env.global_rank}); "

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Stop the local cluster started by start.sh: cancel jobs, then the daemons (~10 s).
-# Safe to run when nothing is running. The packages and the accounting database stay.
+# Stop the local cluster started by start.sh: cancel jobs, then the daemons (~10 s), then the
+# nodes' network namespaces and bridge (--nodes N). Safe to run when nothing is running.
+# The packages and the accounting database stay.
 set -uo pipefail
+source "$(cd "$(dirname "$0")" && pwd)/netns.sh"
 command -v scancel >/dev/null && scancel --full --quiet --user "$(id -un)" 2>/dev/null
 for d in slurmd slurmctld slurmdbd; do pkill -x "$d"; done
 command -v mariadb-admin >/dev/null && mariadb-admin shutdown 2>/dev/null
@@ -9,8 +11,12 @@ pkill -x munged
 DAEMONS=(slurmd slurmctld slurmdbd mariadbd munged)
 alive() { for d in "${DAEMONS[@]}"; do pgrep -x "$d" >/dev/null && return 0; done; return 1; }
 for _ in $(seq 50); do
-  alive || { echo "local slurm: stopped"; exit 0; }
+  alive || break
   sleep 0.2
 done
-for d in "${DAEMONS[@]}"; do pkill -9 -x "$d"; done
-echo "local slurm: stopped (some daemons needed SIGKILL)"
+how=stopped
+if alive; then for d in "${DAEMONS[@]}"; do pkill -9 -x "$d"; done; how="stopped (some daemons needed SIGKILL)"; fi
+# What is left in a node's namespace (a step slurmd did not reap) goes with it.
+for i in $(seq 8); do pids=$(node_pids "$i"); [[ -n $pids ]] && kill -9 $pids 2>/dev/null; done
+net_down
+echo "local slurm: $how"
