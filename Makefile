@@ -53,7 +53,7 @@ demo: $(BASE)
 # A single-node SLURM (munge, slurmctld, slurmd, slurmdbd + MariaDB) for the grid tests;
 # idempotent, ~15 s the first time (apt), ~1 s when it is already up.
 slurm-up:
-	slurm/local/start.sh
+	slurm/local/start.sh --nodes 2
 
 slurm-down:
 	slurm/local/stop.sh

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import NO_CHECK, ROOT, run_env
+from conftest import NO_CHECK, ROOT, run_env, start_slurm
 
 from distadv.cli.schema_doc import PACKAGE, Key, run_keys, walk
 from distadv.compose import load_config, recipe_names
@@ -194,8 +194,7 @@ def test_sweep_with_cluster_is_one_job_array_on_local_slurm(tmp_path):
     tests/test_slurm.py's (the same submit_plan and TrainElement)."""
     from test_slurm import env_with, last_jobs
 
-    r = subprocess.run([str(ROOT / "slurm/local/start.sh")], capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
+    start_slurm()
     gd = tmp_path / "sweep"
     r = cli("-m", "recipe=demo", "seed=0,1", "optim.lr=0.05,0.1", "optim.epochs=1", *TINY,
             "cluster=local", f"grid_dir={gd}", env=env_with(), timeout=300)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_env
+from conftest import ROOT, run_env, start_slurm
 
 from distadv.errors import SearchError
 
@@ -70,9 +70,7 @@ def brute_front(points: dict, directions) -> set:
 def digits_search(tmp_path_factory):
     """The digits search (8 trials) in two submissions of 4, with a trial left RUNNING in the
     journal in between (a driver that stopped after asking it), then a third submission."""
-    r = subprocess.run([str(ROOT / "slurm/local/start.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.fail(f"local SLURM did not start: {r.stdout}{r.stderr}")
+    start_slurm()
     tmp = tmp_path_factory.mktemp("search")
     recipes = recipes_copy(tmp)
     env, sd = env_for(recipes), tmp / "digits"

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import NO_CHECK, ROOT, run_env
+from conftest import NO_CHECK, ROOT, run_env, start_slurm
 
 from distadv.grid.status import ACTIVE
 
@@ -26,9 +26,7 @@ FAST = ["runtime.max_steps_per_epoch=4"]     # a few batches per epoch: seconds 
 def slurm():
     """The local cluster: started (idempotently) if it does not answer. Fails, never skips:
     these tests are the launcher's only evidence."""
-    r = subprocess.run([str(ROOT / "slurm/local/start.sh")], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.fail(f"local SLURM did not start: {r.stdout}{r.stderr}")
+    start_slurm()
     return True
 
 

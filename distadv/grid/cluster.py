@@ -33,6 +33,10 @@ class ClusterProfile:
     signal_delay_s: int = 120        # USR2 this long before the time limit (checkpoint + requeue)
     array_parallelism: int = 16      # elements running at once
     max_requeues: int = 3            # time-limit requeues per element (preemptions: unlimited)
+    # True (sbatch --requeue): SLURM requeues an element whose node failed, and preemption or
+    # the time limit requeues it (submitit); each requeue resumes from `latest`. False
+    # (--no-requeue): the job ends (NODE_FAIL, PREEMPTED, TIMEOUT) and a re-submission resumes.
+    requeue: bool = True
     setup: List[str] = field(default_factory=list)   # shell lines run first (module load ...)
     additional: Dict[str, str] = field(default_factory=dict)  # other sbatch options
 
@@ -97,13 +101,14 @@ def executor(profile: ClusterProfile, folder: Path, name: str):
     if profile.gpus_per_node == 0:
         # Accelerate must not look for CUDA on CPU nodes (a CUDA build of torch would try).
         setup.append("export ACCELERATE_USE_CPU=1")
+    additional = {"requeue" if profile.requeue else "no-requeue": True, **profile.additional}
     params = dict(nodes=profile.nodes, tasks_per_node=profile.tasks_per_node,
                   cpus_per_task=profile.cpus_per_task, timeout_min=profile.time_min,
                   slurm_signal_delay_s=profile.signal_delay_s,
                   slurm_array_parallelism=profile.array_parallelism,
                   name=name,
                   slurm_setup=setup + list(profile.setup),
-                  slurm_additional_parameters=dict(profile.additional))
+                  slurm_additional_parameters=additional)
     if profile.gpus_per_node:
         params["gpus_per_node"] = profile.gpus_per_node
     if profile.mem_gb is not None:
