@@ -50,8 +50,9 @@ demo: $(BASE)
 	  --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \
 	  --main_process_port 0 --log_dir /dev/null distadv/train.py recipe=demo $(ARGS)
 
-# A single-node SLURM (munge, slurmctld, slurmd, slurmdbd + MariaDB) for the grid tests;
-# idempotent, ~15 s the first time (apt), ~1 s when it is already up.
+# The tests' SLURM (munge, slurmctld, slurmdbd + MariaDB, and two nodes: a slurmd each in its
+# own network namespace, tests/test_multinode.py); idempotent, ~15 s the first time (apt),
+# ~0.2 s when it is already up. `slurm/local/start.sh` alone: one node on loopback.
 slurm-up:
 	slurm/local/start.sh --nodes 2
 

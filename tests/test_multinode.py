@@ -260,8 +260,10 @@ def test_node_lost_mid_epoch_fails_fast_and_resumes_exactly(two_nodes, tmp_path)
 def test_two_node_element_preempted_requeues_and_resumes_exactly(two_nodes, tmp_path):
     """scancel --signal=USR2 of a 2-node element mid-training: submitit's checkpoint path on
     rank 0 requeues it, and it resumes on both nodes to the weights, history and test metrics
-    of an uninterrupted run."""
+    of an uninterrupted run. The ranks are told their interface (GLOO_SOCKET_IFNAME, what a
+    real cluster with several networks needs; sbatch exports it to the job)."""
     env = env_with(recipes_with(tmp_path, {"one": "recipes: [demo]\nseeds: [3]\n"}))
+    env["GLOO_SOCKET_IFNAME"] = "eth0"        # each node's veth (slurm/local/netns.sh)
     ref = local_launch(tmp_path / "uninterrupted", *LONG)
     gd, name = tmp_path / "g", "00-demo-s3"
     r = submit("grid=one", *TWO_NODES, f"grid_dir={gd}", *LONG, env=env)
@@ -278,4 +280,5 @@ def test_two_node_element_preempted_requeues_and_resumes_exactly(two_nodes, tmp_
     assert "rank 1/2 on node2" in logs[1]
     res = json.loads((gd / name / "results.json").read_text())
     assert_two_nodes(res)
+    assert res["topology"]["gloo_socket_ifname"] == "eth0"
     same_run(tmp_path / "uninterrupted", gd / name)

@@ -22,6 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError, RunDirError
 from .precision import device_type, native_bf16, resolve_precision, run_precision, slow_bf16_warning
+from .topology import check_rank_network
 from .zero_state import load_partition, prune_partitions, save_partition
 
 _PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -48,6 +49,8 @@ def make_accelerator(cfg) -> Accelerator:
             raise ConfigError("this launch uses DeepSpeed (recipes/accelerate/deepspeed_*.yaml) "
                               "but deepspeed is not installed: pip install -e '.[deepspeed]', "
                               "or launch with recipes/accelerate/ddp.yaml") from None
+    if not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
+        check_rank_network()               # gloo between nodes: before the group can hang
     if deepspeed and not torch.cuda.is_available():
         # DeepSpeed off-GPU needs gloo named; only then, because a non-default backend makes
         # Accelerate initialise a process group even for a single process.

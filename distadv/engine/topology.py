@@ -11,6 +11,8 @@ import os
 import socket
 from typing import Dict, List, Optional, Tuple
 
+from ..errors import ConfigError
+
 
 def resolve(host: str) -> str:
     """``host``'s IPv4 address, or ``host`` itself if it does not resolve here."""
@@ -36,6 +38,23 @@ def this_rank() -> Tuple[str, Optional[str]]:
     master, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT", "0")
     addr = route_address(master, int(port) or 1) if master else None
     return socket.gethostname(), addr
+
+
+def check_rank_network() -> None:
+    """Refuse a multi-node CPU (gloo) launch whose host name resolves to loopback (Debian's
+    127.0.1.1, a container's 127.0.0.1): gloo binds its pairs to that address, and the ranks
+    of the other nodes then wait ``runtime.timeout_s`` (30 min by default) before failing.
+    Multi-node: WORLD_SIZE above LOCAL_WORLD_SIZE (torchrun and submitit set both)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= int(os.environ.get("LOCAL_WORLD_SIZE", world)) or os.environ.get("GLOO_SOCKET_IFNAME"):
+        return
+    host = socket.gethostname()
+    addr = resolve(host)
+    if addr.startswith("127."):
+        raise ConfigError(f"this node's host name {host} resolves to {addr} (loopback): gloo "
+                          "would listen there and the ranks on other nodes could not connect; "
+                          "set GLOO_SOCKET_IFNAME to the interface of the nodes' network "
+                          "(`ip -br addr` lists them, e.g. eth0 or ib0) or fix /etc/hosts")
 
 
 def rank_topology(world_size: int) -> Optional[Dict]:

@@ -26,7 +26,10 @@ net_up() {  # net_up N: bridge + N namespaces, idempotent (~0.1 s per node when 
     ip -n "$ns" link set eth0 up
     mkdir -p "/etc/netns/$ns"
     { echo "127.0.0.1 localhost"; echo "$CTL_ADDR $(hostname -s)";
-      for j in $(seq "$n"); do echo "$(node_addr "$j") node$j"; done; } > "/etc/netns/$ns/hosts"
+      for j in $(seq "$n"); do echo "$(node_addr "$j") node$j"; done
+      # torch's rendezvous store sees its clients as IPv4-mapped IPv6 addresses and looks
+      # their names up (else it warns "hostname of the client socket cannot be retrieved").
+      for j in $(seq "$n"); do echo "::ffff:$(node_addr "$j") node$j"; done; } > "/etc/netns/$ns/hosts"
   done
 }
 
