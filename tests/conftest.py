@@ -1,10 +1,15 @@
 """Shared fixtures: small real models and data for attack and training tests."""
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -72,6 +77,9 @@ def run_env(threads: int = 1) -> dict:
 # --nodes 2, as `make test` and .ci/run start it). Every SLURM test starts it the same way:
 # another layout would restart the controller under the other xdist worker's jobs.
 SLURM_START = [str(ROOT / "slurm/local/start.sh"), "--nodes", "2"]
+# Held shared by every test with SLURM jobs (the xdist workers' jobs run side by side) and
+# exclusively by a test that takes a node down: every job on that node would die with it.
+SLURM_LOCK = Path(tempfile.gettempdir()) / "distadv-slurm-tests.lock"
 
 
 def start_slurm() -> None:
@@ -80,3 +88,29 @@ def start_slurm() -> None:
     r = subprocess.run(SLURM_START, capture_output=True, text=True)
     if r.returncode != 0:
         pytest.fail(f"local SLURM did not start: {r.stdout}{r.stderr}")
+
+
+@contextmanager
+def slurm_cluster(exclusive: bool = False) -> Iterator[None]:
+    """The tests' cluster, started, with the lock held (shared, or ``exclusive``; flock
+    between the xdist workers, released when the process dies). Exclusive also waits until
+    the other tests' jobs have left the queue (they end with their tests)."""
+    start_slurm()
+    with open(SLURM_LOCK, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            end = time.monotonic() + 120
+            while exclusive and subprocess.run(["squeue", "-h"], capture_output=True,
+                                               text=True).stdout.strip():
+                assert time.monotonic() < end, "other jobs still queued 120 s after their tests"
+                time.sleep(1)
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@pytest.fixture
+def slurm():
+    """The local cluster, shared with the other tests that run jobs on it."""
+    with slurm_cluster():
+        yield True

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from conftest import NO_CHECK, ROOT, run_env, start_slurm
+from conftest import NO_CHECK, ROOT, run_env
 
 from distadv.cli.schema_doc import PACKAGE, Key, run_keys, walk
 from distadv.compose import load_config, recipe_names
@@ -187,14 +187,13 @@ def test_sweep_2x2_makes_4_runs_named_from_their_overrides(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_with_cluster_is_one_job_array_on_local_slurm(tmp_path):
+def test_sweep_with_cluster_is_one_job_array_on_local_slurm(slurm, tmp_path):
     """The same 2 x 2 sweep with cluster=local: ONE array of 4 elements on the local SLURM
     through the grid machinery (grid.json, submissions.jsonl, each element's overrides). The
     array is cancelled once SLURM lists it: that its elements train and resume is
     tests/test_slurm.py's (the same submit_plan and TrainElement)."""
     from test_slurm import env_with, last_jobs
 
-    start_slurm()
     gd = tmp_path / "sweep"
     r = cli("-m", "recipe=demo", "seed=0,1", "optim.lr=0.05,0.1", "optim.epochs=1", *TINY,
             "cluster=local", f"grid_dir={gd}", env=env_with(), timeout=300)

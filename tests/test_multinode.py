@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import NO_CHECK, ROOT, SLURM_START, run_env
+from conftest import NO_CHECK, ROOT, SLURM_START, run_env, slurm_cluster
 from test_slurm import (env_with, final_state, last_jobs, recipes_with, sacct_states, same_run,
                         submit, wait_epoch)
 from tools.procs import launch_cmd
@@ -37,12 +37,9 @@ LONG = ["optim.epochs=8", "model.name=basicnet", "data.image_size=32", "seed=3",
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    """The tests' cluster, both nodes up and idle (a test that lost a node brings it back)."""
-    r = subprocess.run(SLURM_START, capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.fail(f"local SLURM did not start: {r.stdout}{r.stderr}")
+@pytest.fixture
+def two_nodes(slurm):
+    """The tests' cluster (shared with the other SLURM tests), both nodes up and idle."""
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
                            check=True).stdout.split()
     assert sorted(nodes) == ["node1", "node2"], nodes
@@ -203,13 +200,19 @@ def rank_processes(node: int, folder: Path) -> list:
     return found
 
 
-def test_node_lost_mid_epoch_fails_fast_and_resumes_exactly(two_nodes, tmp_path):
+def test_node_lost_mid_epoch_fails_fast_and_resumes_exactly(tmp_path):
     """node2 is lost during epoch 3 (link down, then every process in it SIGKILLed, as in a
     power cut): each element's rank on node1 prints the one-line error within
     runtime.timeout_s and exits; SLURM marks the node DOWN and the job NODE_FAIL, and requeues
     the element of the default profile (requeue: true) but not that of requeue=false. Once
     node2 is back, the requeued element resumes by itself, the other on re-submission, and
-    both end identical to an uninterrupted run."""
+    both end identical to an uninterrupted run. The cluster is this test's alone meanwhile:
+    the other tests' jobs on node2 would be lost with it."""
+    with slurm_cluster(exclusive=True):
+        _lose_node2_and_resume(tmp_path)
+
+
+def _lose_node2_and_resume(tmp_path: Path) -> None:
     env = env_with(recipes_with(tmp_path, {"one": "recipes: [demo]\nseeds: [3]\n"}))
     ref = local_launch(tmp_path / "uninterrupted", *LONG)
     dirs = {"requeue": tmp_path / "requeue", "fail": tmp_path / "fail"}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_env, start_slurm
+from conftest import ROOT, run_env, slurm_cluster
 
 from distadv.errors import SearchError
 
@@ -70,28 +70,28 @@ def brute_front(points: dict, directions) -> set:
 def digits_search(tmp_path_factory):
     """The digits search (8 trials) in two submissions of 4, with a trial left RUNNING in the
     journal in between (a driver that stopped after asking it), then a third submission."""
-    start_slurm()
-    tmp = tmp_path_factory.mktemp("search")
-    recipes = recipes_copy(tmp)
-    env, sd = env_for(recipes), tmp / "digits"
-    args = ["search=digits", "cluster=local", f"search_dir={sd}"]
-    first = search(*args, "search.trials=4", env=env)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    after_first = {p.name: (p / "objectives.json").stat().st_mtime_ns
-                   for p in sd.glob("trial*")}
-    from distadv.search.driver import open_study
-    from distadv.search.space import load_search
-    from distadv.grid.store import GridDir
-    import os
-    os.environ["DISTADV_RECIPES"] = str(recipes)
-    try:
-        orphan = open_study(GridDir(sd), "digits", load_search("digits")).ask().number
-    finally:
-        del os.environ["DISTADV_RECIPES"]
-    second = search(*args, env=env)
-    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    third = search(*args, "best_recipe=digits_best", env=env)
-    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    with slurm_cluster():
+        tmp = tmp_path_factory.mktemp("search")
+        recipes = recipes_copy(tmp)
+        env, sd = env_for(recipes), tmp / "digits"
+        args = ["search=digits", "cluster=local", f"search_dir={sd}"]
+        first = search(*args, "search.trials=4", env=env)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        after_first = {p.name: (p / "objectives.json").stat().st_mtime_ns
+                       for p in sd.glob("trial*")}
+        from distadv.search.driver import open_study
+        from distadv.search.space import load_search
+        from distadv.grid.store import GridDir
+        import os
+        os.environ["DISTADV_RECIPES"] = str(recipes)
+        try:
+            orphan = open_study(GridDir(sd), "digits", load_search("digits")).ask().number
+        finally:
+            del os.environ["DISTADV_RECIPES"]
+        second = search(*args, env=env)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+        third = search(*args, "best_recipe=digits_best", env=env)
+        assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
     return dict(sd=sd, recipes=recipes, env=env, first=first, second=second, third=third,
                 after_first=after_first, orphan=orphan)
 

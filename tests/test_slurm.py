@@ -14,20 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import NO_CHECK, ROOT, run_env, start_slurm
+from conftest import NO_CHECK, ROOT, run_env
 
 from distadv.grid.status import ACTIVE
 
 PY = sys.executable
 FAST = ["runtime.max_steps_per_epoch=4"]     # a few batches per epoch: seconds per element
-
-
-@pytest.fixture(scope="session")
-def slurm():
-    """The local cluster: started (idempotently) if it does not answer. Fails, never skips:
-    these tests are the launcher's only evidence."""
-    start_slurm()
-    return True
 
 
 def env_with(recipes: Path | None = None) -> dict:
