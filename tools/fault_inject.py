@@ -42,9 +42,9 @@ CLOCK_KEYS = ("train/images_per_s", "train/epoch_s", "epoch_s")
 
 
 def without_clocks(results: dict) -> dict:
-    """results.json without the wall-clock and memory measurements (they differ between any
-    two runs)."""
-    out = {k: v for k, v in results.items() if k not in ("seconds", "memory")}
+    """results.json without the wall-clock and memory measurements and the launch's topology
+    (they differ between any two runs: the topology names the launch's rendezvous port)."""
+    out = {k: v for k, v in results.items() if k not in ("seconds", "memory", "topology")}
     if "autoattack" in out:
         out["autoattack"] = {k: v for k, v in out["autoattack"].items()
                              if k not in ("seconds", "fraction_of_run")}
