@@ -95,7 +95,7 @@ def fit(cfg) -> Dict:
             print(f"distadv: stopped after epoch {history[-1]['epoch'] if history else 0}; "
                   f"rerun the same command to resume from {p['latest']}")
         return {"finished": False}
-    return _final_test(st, val_attacks, tracker)
+    return _final_test(st, val_attacks, tracker, topo)
 
 
 def _run_epoch(st: TrainState, epoch: int, val_attacks, tracker, progress: bool) -> None:
@@ -185,7 +185,7 @@ def _epoch_line(r: Dict) -> str:
             f"{r['train/acc']:.3f} | val {val} | {r['train/images_per_s']:.0f} img/s")
 
 
-def _final_test(st: TrainState, attacks, tracker) -> Dict:
+def _final_test(st: TrainState, attacks, tracker, topology) -> Dict:
     """Evaluate the best checkpoint once on the test split, cross-check it with AutoAttack
     (``eval/crosscheck.py``) and write results.json."""
     cfg, accelerator, r, p = st.cfg, st.accelerator, st.parts, st.paths
@@ -206,7 +206,7 @@ def _final_test(st: TrainState, attacks, tracker) -> Dict:
         "recipe": cfg.recipe, "best_epoch": stopper.best_epoch, "epochs_run": history[-1]["epoch"],
         "stopped_early": bool(stopper.should_stop and history[-1]["epoch"] < cfg.optim.epochs),
         "early_stop_metric": cfg.early_stop.metric, "world_size": dist["world_size"],
-        "distributed": dist, "topology": rank_topology(accelerator.num_processes),
+        "distributed": dist, "topology": topology,
         "test": {k: v for k, v in test.items() if k != "count"}, "test_examples": test["count"],
         "val_best": {k[4:]: v for k, v in best.items() if k.startswith("val/") and k != "val/count"},
         "val_examples": best["val/count"],

@@ -46,6 +46,16 @@ node_pids() {  # node_pids I: every process in node I's network namespace (slurm
   ip netns pids "$(ns_name "$1")" 2>/dev/null || true
 }
 
+kill_nodes() {  # SIGKILL whatever is left in every node's namespace (a step slurmd did not reap)
+  local i pids
+  for i in $(seq 8); do pids=$(node_pids "$i"); [[ -z $pids ]] || kill -9 $pids 2>/dev/null || true; done
+}
+
+slurmd_pid() {  # slurmd_pid NAME: the pid of node NAME's slurmd (its pid file), if it is alive
+  local pid; pid=$(cat "$STATE/run/slurmd-$1.pid" 2>/dev/null) || return 1
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slurmd ]] && echo "$pid"
+}
+
 node_start() {  # node_start I CMD...: CMD as node I: its network namespace, hostname node<I>, its
   # /etc/hosts. slurmd finds NodeName=node<I> by the hostname; the job steps and ranks it starts
   # inherit all three. (Not `ip netns exec`: it remounts /sys without /sys/fs/cgroup, and

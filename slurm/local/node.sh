@@ -25,8 +25,7 @@ case $what in
     echo "local slurm: node$i lost (link down, $(wc -w <<<"$pids") process(es) killed)" ;;
   exec)
     (($#)) || usage
-    pid=$(cat "$STATE/run/slurmd-node$i.pid" 2>/dev/null) &&
-      [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slurmd ]] ||
+    pid=$(slurmd_pid "node$i") ||
       { echo "local slurm: node$i's slurmd is not running (start.sh --nodes N)" >&2; exit 1; }
     exec nsenter -t "$pid" -n -u -m "$@" ;;
   *) usage ;;

@@ -90,10 +90,7 @@ nodes_up() {  # every node of the layout answers and takes jobs, and no other no
   have=$(sinfo -h -N -o '%N %t' 2>/dev/null | sort -u)
   [[ $(awk '{print $1}' <<<"$have") == "$want" ]] && ! grep -vqE ' (idle|mix|alloc)$' <<<"$have"
 }
-slurmd_up() {  # slurmd_up NAME: the node's slurmd (its pid file) is alive
-  local pid; pid=$(cat "$STATE/run/slurmd-$1.pid" 2>/dev/null) || return 1
-  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == slurmd ]]
-}
+slurmd_up() { slurmd_pid "$1" >/dev/null; }   # slurmd_up NAME: the node's slurmd is alive
 links_up() {  # every node's namespace exists and its link is up
   local i; ((NODES == 1)) && return 0
   for i in $(seq "$NODES"); do
@@ -142,7 +139,7 @@ if [[ -e /etc/slurm/slurm.conf ]] && ! cmp -s /etc/slurm/slurm.conf <(conf) && r
   pkill -x slurmd || true; pkill -x slurmctld || true
   for _ in $(seq 50); do pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break; sleep 0.2; done
   pkill -9 -x slurmd || true; pkill -9 -x slurmctld || true
-  for i in $(seq 8); do pids=$(node_pids "$i"); [[ -z $pids ]] || kill -9 $pids 2>/dev/null || true; done
+  kill_nodes
   net_down
 fi
 conf > /etc/slurm/slurm.conf

@@ -16,7 +16,6 @@ for _ in $(seq 50); do
 done
 how=stopped
 if alive; then for d in "${DAEMONS[@]}"; do pkill -9 -x "$d"; done; how="stopped (some daemons needed SIGKILL)"; fi
-# What is left in a node's namespace (a step slurmd did not reap) goes with it.
-for i in $(seq 8); do pids=$(node_pids "$i"); [[ -n $pids ]] && kill -9 $pids 2>/dev/null; done
+kill_nodes
 net_down
 echo "local slurm: $how"
