@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,35 @@ def two_nodes(slurm):
     nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
                            check=True).stdout.split()
     assert sorted(nodes) == ["node1", "node2"], nodes
+
+
+PROBE = """
+import errno, socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+        print(target, "ok")
+    except OSError as e:
+        print(target, errno.errorcode.get(e.errno, type(e).__name__))
+"""
+
+
+def test_nodes_reach_each_other_and_the_controller_only(two_nodes):
+    """From node2: node1's slurmd (10.77.0.11:6818) and the controller's slurmctld
+    (10.77.0.1:6817) answer; the machine's own addresses off the bridge and the world do not
+    (no route), and node2's loopback is its own (the controller's port is closed there)."""
+    own = subprocess.run(["hostname", "-I"], capture_output=True, text=True).stdout.split()
+    outside = [a for a in own if "." in a and not a.startswith("10.77.0.")]
+    targets = ["10.77.0.11:6818", "10.77.0.1:6817", "127.0.0.1:6817", "192.0.2.1:80",
+               "8.8.8.8:53", *(f"{a}:6817" for a in outside)]
+    out = subprocess.run([NODE, "exec", "2", sys.executable, "-c", PROBE, *targets],
+                         capture_output=True, text=True, check=True).stdout
+    got = dict(line.split() for line in out.splitlines())
+    assert got["10.77.0.11:6818"] == "ok" and got["10.77.0.1:6817"] == "ok", got
+    assert got["127.0.0.1:6817"] == "ECONNREFUSED", got   # node2's own loopback
+    for t in targets[3:]:
+        assert got[t] == "ENETUNREACH", (t, got)   # no route leaves the bridge
 
 
 def local_launch(run_dir: Path, *overrides: str) -> subprocess.Popen:
@@ -185,18 +215,21 @@ def error_time(err: Path, start: float, limit: float) -> float:
     raise AssertionError(f"no error line in {err} after {limit} s")
 
 
-def rank_processes(node: int, folder: Path) -> list:
-    """PIDs of node ``node``'s processes whose command line names ``folder`` (submitit's
-    task processes: `python -m submitit.core._submit FOLDER`)."""
+def rank_processes(node: int, folder: Path) -> dict:
+    """Node ``node``'s rank processes of the jobs in ``folder`` (pid -> command line): the
+    Python of `python -m submitit.core._submit FOLDER`. Not the batch step's `srun` with the
+    same arguments: it waits for the lost node's step until the controller marks it DOWN."""
     ns = f"dslurm-n{node}"
     pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout
-    found = []
+    found = {}
     for pid in pids.split():
         try:
-            if str(folder) in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"):
-                found.append(pid)
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
-            pass
+            continue
+        if ("submitit.core._submit" in argv and Path(argv[0]).name != "srun"
+                and any(str(folder) in a for a in argv)):
+            found[pid] = " ".join(argv)
     return found
 
 
@@ -223,6 +256,7 @@ def _lose_node2_and_resume(tmp_path: Path) -> None:
     name = "00-demo-s3"
     jobs = {k: last_jobs(d)[name] for k, d in dirs.items()}
     done = {k: wait_epoch(d / name, 2) for k, d in dirs.items()}
+    assert all(rank_processes(1, d / ".submitit") for d in dirs.values())   # what is watched
     lost = subprocess.run([NODE, "lose", "2"], capture_output=True, text=True, check=True)
     start = time.monotonic()
     assert "node2 lost" in lost.stdout
@@ -232,9 +266,9 @@ def _lose_node2_and_resume(tmp_path: Path) -> None:
         assert took <= TIMEOUT_S + 5, f"{k}: the error came {took:.1f} s after node2 was lost"
         print(f"{k}: node1's rank reported the lost peer after {took:.1f} s")
     deadline = time.monotonic() + 10
-    while any(rank_processes(1, d / ".submitit") for d in dirs.values()):   # no hang
-        assert time.monotonic() < deadline, "node1's rank still runs after its error line"
-        time.sleep(0.2)
+    while left := {p: c for d in dirs.values() for p, c in rank_processes(1, d / ".submitit").items()}:
+        assert time.monotonic() < deadline, f"node1's rank still runs after its error line: {left}"
+        time.sleep(0.2)   # no hang
     assert final_state(jobs["fail"], timeout=120) == "NODE_FAIL"
     deadline = time.monotonic() + 120
     while sacct_states(jobs["requeue"])[-2:] != ["NODE_FAIL", "PENDING"]:   # requeued, waits
