@@ -5,7 +5,9 @@ Nothing is mocked: the grid element and the sbatch template span both nodes, nod
 the middle of an epoch (slurm/local/node.sh lose 2), and a 2-node element is preempted."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -87,12 +89,31 @@ def finished(proc: subprocess.Popen, timeout: float = 600) -> None:
     assert proc.returncode == 0, out[-3000:]
 
 
-@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, name: str, *overrides: str) -> Path:
+    """A 2-process single-node run made once per test session, by the first xdist worker
+    that asks (the others wait on a file lock and reuse it): each costs 15-40 s of both
+    cores, and the tests only read it."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base   # this session's
+    run, done = root / f"reference-{name}" / "run", root / f"reference-{name}.done"
+    with open(root / f"reference-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            finished(local_launch(run, *overrides))
+            done.touch()
+    return run
+
+
+@pytest.fixture(scope="session")
 def two_process_run(tmp_path_factory):
     """The reference of the multi-node runs: SAME_BATCH as 2 processes on one node."""
-    run = tmp_path_factory.mktemp("two_process") / "run"
-    finished(local_launch(run, *SAME_BATCH))
-    return run
+    return reference_run(tmp_path_factory, "same-batch", *SAME_BATCH)
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(tmp_path_factory):
+    """The reference of the interrupted runs: LONG as 2 processes on one node, uninterrupted."""
+    return reference_run(tmp_path_factory, "long", *LONG)
 
 
 @contextmanager
@@ -233,7 +254,7 @@ def rank_processes(node: int, folder: Path) -> dict:
     return found
 
 
-def test_node_lost_mid_epoch_fails_fast_and_resumes_exactly(tmp_path):
+def test_node_lost_mid_epoch_fails_fast_and_resumes_exactly(uninterrupted, tmp_path):
     """node2 is lost during epoch 3 (link down, then every process in it SIGKILLed, as in a
     power cut): each element's rank on node1 prints the one-line error within
     runtime.timeout_s and exits; SLURM marks the node DOWN and the job NODE_FAIL, and requeues
@@ -242,12 +263,11 @@ def test_node_lost_mid_epoch_fails_fast_and_resumes_exactly(tmp_path):
     both end identical to an uninterrupted run. The cluster is this test's alone meanwhile:
     the other tests' jobs on node2 would be lost with it."""
     with slurm_cluster(exclusive=True):
-        _lose_node2_and_resume(tmp_path)
+        _lose_node2_and_resume(tmp_path, uninterrupted)
 
 
-def _lose_node2_and_resume(tmp_path: Path) -> None:
+def _lose_node2_and_resume(tmp_path: Path, uninterrupted: Path) -> None:
     env = env_with(recipes_with(tmp_path, {"one": "recipes: [demo]\nseeds: [3]\n"}))
-    ref = local_launch(tmp_path / "uninterrupted", *LONG)
     dirs = {"requeue": tmp_path / "requeue", "fail": tmp_path / "fail"}
     extra = {"requeue": [], "fail": ["cluster.requeue=false"]}
     for k, d in dirs.items():
@@ -286,22 +306,21 @@ def _lose_node2_and_resume(tmp_path: Path) -> None:
     jobs["resubmitted"] = last_jobs(dirs["fail"])[name]
     for d in dirs.values():
         assert wait(str(d), poll_s=1, timeout_s=400) is True
-    finished(ref)
     for k, job in (("requeue", jobs["requeue"]), ("fail", jobs["resubmitted"])):
         assert final_state(job) == "COMPLETED"
         log = (dirs[k] / ".submitit" / f"{job}_0_log.out").read_text()
         assert "(resume, epoch " in log, log[-2000:]
-        same_run(tmp_path / "uninterrupted", dirs[k] / name)
+        same_run(uninterrupted, dirs[k] / name)
 
 
-def test_two_node_element_preempted_requeues_and_resumes_exactly(two_nodes, tmp_path):
+def test_two_node_element_preempted_requeues_and_resumes_exactly(two_nodes, uninterrupted,
+                                                                  tmp_path):
     """scancel --signal=USR2 of a 2-node element mid-training: submitit's checkpoint path on
     rank 0 requeues it, and it resumes on both nodes to the weights, history and test metrics
     of an uninterrupted run. The ranks are told their interface (GLOO_SOCKET_IFNAME, what a
     real cluster with several networks needs; sbatch exports it to the job)."""
     env = env_with(recipes_with(tmp_path, {"one": "recipes: [demo]\nseeds: [3]\n"}))
     env["GLOO_SOCKET_IFNAME"] = "eth0"        # each node's veth (slurm/local/netns.sh)
-    ref = local_launch(tmp_path / "uninterrupted", *LONG)
     gd, name = tmp_path / "g", "00-demo-s3"
     r = submit("grid=one", *TWO_NODES, f"grid_dir={gd}", *LONG, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -309,7 +328,6 @@ def test_two_node_element_preempted_requeues_and_resumes_exactly(two_nodes, tmp_
     done = wait_epoch(gd / name, 2)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
     assert wait(str(gd), poll_s=1, timeout_s=400) is True
-    finished(ref)
     assert done < 8, "the run finished before it was preempted"
     assert final_state(job) == "COMPLETED" and "REQUEUED" in sacct_states(job)
     logs = [(gd / ".submitit" / f"{job}_{t}_log.out").read_text() for t in (0, 1)]
@@ -318,4 +336,4 @@ def test_two_node_element_preempted_requeues_and_resumes_exactly(two_nodes, tmp_
     res = json.loads((gd / name / "results.json").read_text())
     assert_two_nodes(res)
     assert res["topology"]["gloo_socket_ifname"] == "eth0"
-    same_run(tmp_path / "uninterrupted", gd / name)
+    same_run(uninterrupted, gd / name)
