@@ -227,6 +227,29 @@ def test_sbatch_template_on_two_nodes(two_nodes, two_process_run, tmp_path):
     assert_same_batch(two_process_run, shared / "run")
 
 
+def test_sbatch_deepspeed_zero2_on_two_nodes(two_nodes, two_process_run, tmp_path):
+    """slurm/train.sbatch --nodes=2 with DISTADV_LAUNCH_ARGS naming the DeepSpeed ZeRO-2
+    config: DeepSpeed really runs (not DDP: `--multi_gpu` would override the config's
+    distributed_type), one launcher per node (not DeepSpeed's pdsh), each rank writes its own
+    ZeRO partition into the shared run directory, and the weights equal DDP's on one node
+    (the DeepSpeed-vs-DDP test's tolerance, tests/test_distributed.py)."""
+    env = dict(env_with(), DISTADV_PROCS_PER_NODE="1",   # no ACCELERATE_USE_CPU: DeepSpeed
+               DISTADV_LAUNCH_ARGS="--config_file recipes/accelerate/deepspeed_zero2.yaml")
+    env.pop("ACCELERATE_USE_CPU", None)
+    out, run = tmp_path / "out.txt", tmp_path / "run"
+    job = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--cpus-per-task=1",
+                          f"--output={out}", str(ROOT / "slurm/train.sbatch"), "recipe=demo",
+                          *SAME_BATCH, f"run_dir={run}"], capture_output=True, text=True,
+                         env=env, cwd=ROOT, check=True).stdout.strip()
+    assert final_state(job) == "COMPLETED", out.read_text()[-3000:]
+    res = json.loads((run / "results.json").read_text())
+    assert res["distributed"]["type"] == "DEEPSPEED" and res["distributed"]["zero_stage"] == 2
+    assert_two_nodes(res)
+    assert sorted(p.name for p in (run / "checkpoints").glob("zero-*")) == [
+        "zero-e1-rank0", "zero-e1-rank1"]
+    assert_same_batch(two_process_run, run)
+
+
 def error_time(err: Path, start: float, limit: float) -> float:
     """Seconds from ``start`` until the toolkit's one-line error is in ``err``."""
     while time.monotonic() - start < limit:

@@ -66,3 +66,20 @@ def test_two_process_run_logs_and_records_every_rank(tmp_path):
     line = next(ln for ln in proc.stdout.splitlines() if "ranks on" in ln)
     assert line == topology.topology_line(topo)
     assert line.startswith(f"distadv: 2 ranks on 1 node(s), rendezvous {topo['rendezvous']} (")
+
+
+def test_ranks_that_formed_no_process_group_are_refused(tmp_path):
+    """The ddp launch without ACCELERATE_USE_CPU=1 on a machine without GPUs: torchrun starts 2
+    ranks (WORLD_SIZE=2) but Accelerate runs each alone, and each would train its own copy
+    into the same run directory (seen through slurm/train.sbatch with a DeepSpeed config
+    before it dropped --multi_gpu). Refused at start with the fix; nothing written."""
+    cmd = launch_cmd("distadv/train.py", "recipe=demo", f"run_dir={tmp_path / 'run'}",
+                     "optim.epochs=1", "runtime.max_steps_per_epoch=1", *NO_CHECK)
+    env = run_env()
+    env.pop("ACCELERATE_USE_CPU", None)
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert out.count("the launcher started 2 ranks (WORLD_SIZE) but Accelerate runs this one "
+                     "alone (NO, 1 process): on CPU nodes set ACCELERATE_USE_CPU=1") == 2, out[-3000:]
+    assert not (tmp_path / "run").exists()
