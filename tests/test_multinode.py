@@ -205,6 +205,16 @@ def test_two_node_element_trains_with_one_rank_per_node(two_nodes, two_process_r
     assert_same_batch(two_process_run, run)
 
 
+def sbatch_on_two_nodes(out: Path, run: Path, env: dict) -> None:
+    """slurm/train.sbatch --nodes=2 (one CPU per task) training SAME_BATCH into ``run``, its
+    log in ``out``; returns once SLURM has recorded the job COMPLETED."""
+    job = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--cpus-per-task=1",
+                          f"--output={out}", str(ROOT / "slurm/train.sbatch"), "recipe=demo",
+                          *SAME_BATCH, f"run_dir={run}"], capture_output=True, text=True,
+                         env=env, cwd=ROOT, check=True).stdout.strip()
+    assert final_state(job) == "COMPLETED", out.read_text()[-3000:]
+
+
 def test_sbatch_template_on_two_nodes(two_nodes, two_process_run, tmp_path):
     """slurm/train.sbatch --nodes=2: srun starts one `accelerate launch` per node, each one
     rank; they meet at node1 and train like 2 processes on one node. node2 cannot write the
@@ -213,12 +223,7 @@ def test_sbatch_template_on_two_nodes(two_nodes, two_process_run, tmp_path):
     out, shared = tmp_path / "out.txt", tmp_path / "shared"
     shared.mkdir()
     with readonly_on_node2(shared):
-        job = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--cpus-per-task=1",
-                              f"--output={out}", str(ROOT / "slurm/train.sbatch"),
-                              "recipe=demo", *SAME_BATCH, f"run_dir={shared / 'run'}"],
-                             capture_output=True, text=True, env=env, cwd=ROOT,
-                             check=True).stdout.strip()
-        assert final_state(job) == "COMPLETED", out.read_text()[-3000:]
+        sbatch_on_two_nodes(out, shared / "run", env)
     log = out.read_text()
     assert "distadv: 2 node(s) x 1 rank(s), rendezvous node1:" in log
     assert "2 ranks on 2 node(s), rendezvous node1:" in log and "(10.77.0.11)" in log
@@ -236,12 +241,8 @@ def test_sbatch_deepspeed_zero2_on_two_nodes(two_nodes, two_process_run, tmp_pat
     env = dict(env_with(), DISTADV_PROCS_PER_NODE="1",   # no ACCELERATE_USE_CPU: DeepSpeed
                DISTADV_LAUNCH_ARGS="--config_file recipes/accelerate/deepspeed_zero2.yaml")
     env.pop("ACCELERATE_USE_CPU", None)
-    out, run = tmp_path / "out.txt", tmp_path / "run"
-    job = subprocess.run(["sbatch", "--parsable", "--nodes=2", "--cpus-per-task=1",
-                          f"--output={out}", str(ROOT / "slurm/train.sbatch"), "recipe=demo",
-                          *SAME_BATCH, f"run_dir={run}"], capture_output=True, text=True,
-                         env=env, cwd=ROOT, check=True).stdout.strip()
-    assert final_state(job) == "COMPLETED", out.read_text()[-3000:]
+    run = tmp_path / "run"
+    sbatch_on_two_nodes(tmp_path / "out.txt", run, env)
     res = json.loads((run / "results.json").read_text())
     assert res["distributed"]["type"] == "DEEPSPEED" and res["distributed"]["zero_stage"] == 2
     assert_two_nodes(res)

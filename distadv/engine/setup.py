@@ -22,7 +22,7 @@ from torch import nn
 
 from ..errors import ConfigError, RunDirError
 from .precision import device_type, native_bf16, resolve_precision, run_precision, slow_bf16_warning
-from .topology import check_rank_network
+from .topology import check_rank_network, check_world
 from .zero_state import load_partition, prune_partitions, save_partition
 
 _PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -68,21 +68,6 @@ def make_accelerator(cfg) -> Accelerator:
     if warning and accelerator.is_main_process:
         print(warning, file=sys.stderr, flush=True)
     return accelerator
-
-
-def check_world(accelerator: Accelerator) -> None:
-    """Refuse a launch whose ranks did not form one process group: the launcher (torchrun,
-    submitit) says WORLD_SIZE=N but Accelerate runs each rank alone, e.g. `--multi_gpu` on a
-    node without GPUs and without ACCELERATE_USE_CPU=1. Each rank would otherwise train its own
-    copy into the same run directory. Before anything is written."""
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched > accelerator.num_processes:
-        raise ConfigError(
-            f"the launcher started {launched} ranks (WORLD_SIZE) but Accelerate runs this one "
-            f"alone ({accelerator.distributed_type.value}, {accelerator.num_processes} process): "
-            "on CPU nodes set ACCELERATE_USE_CPU=1 for DDP over gloo; for DeepSpeed pass its "
-            "config with --config_file and no --multi_gpu (slurm/train.sbatch does so when "
-            "DISTADV_LAUNCH_ARGS names a config)")
 
 
 def uses_deepspeed(accelerator: Accelerator) -> bool:

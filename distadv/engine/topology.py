@@ -3,7 +3,8 @@
 On several nodes the ranks must meet over the nodes' network, not loopback; a host name that
 resolves to the wrong interface (or to 127.0.1.1, as on many Debian installs) is the classic
 silent trap. Every multi-process run logs one line and records the same in results.json, so a
-user (and the multi-node tests) can see which address each rank really uses.
+user (and the multi-node tests) can see which address each rank really uses. The launch
+checks that refuse a run whose ranks cannot meet, or did not, live here too.
 """
 from __future__ import annotations
 
@@ -55,6 +56,21 @@ def check_rank_network() -> None:
                           "would listen there and the ranks on other nodes could not connect; "
                           "set GLOO_SOCKET_IFNAME to the interface of the nodes' network "
                           "(`ip -br addr` lists them, e.g. eth0 or ib0) or fix /etc/hosts")
+
+
+def check_world(accelerator) -> None:
+    """Refuse a launch whose ranks did not form one process group: the launcher (torchrun,
+    submitit) says WORLD_SIZE=N but Accelerate runs each rank alone, e.g. `--multi_gpu` on a
+    node without GPUs and without ACCELERATE_USE_CPU=1. Each rank would otherwise train its own
+    copy into the same run directory. Before anything is written."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > accelerator.num_processes:
+        raise ConfigError(
+            f"the launcher started {launched} ranks (WORLD_SIZE) but Accelerate runs this one "
+            f"alone ({accelerator.distributed_type.value}, {accelerator.num_processes} process): "
+            "on CPU nodes set ACCELERATE_USE_CPU=1 for DDP over gloo; for DeepSpeed pass its "
+            "config with --config_file and no --multi_gpu (slurm/train.sbatch does so when "
+            "DISTADV_LAUNCH_ARGS names a config)")
 
 
 def rank_topology(world_size: int) -> Optional[Dict]:
