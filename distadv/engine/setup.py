@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
@@ -22,7 +21,8 @@ from torch import nn
 
 from ..errors import ConfigError, RunDirError
 from .precision import device_type, native_bf16, resolve_precision, run_precision, slow_bf16_warning
-from .topology import check_rank_network, check_world
+from .group import group_kwargs
+from .topology import check_world
 from .zero_state import load_partition, prune_partitions, save_partition
 
 _PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
@@ -40,21 +40,7 @@ def check_devices(accelerator: Accelerator, cfg) -> None:
 def make_accelerator(cfg) -> Accelerator:
     """An Accelerator for the run: precision from the recipe, gloo off-GPU, and a process-group
     timeout so that a hung peer fails after ``runtime.timeout_s`` instead of hanging."""
-    pg = {"timeout": timedelta(seconds=cfg.runtime.timeout_s)}
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    if deepspeed:
-        try:
-            import deepspeed as _  # noqa: F401  (Accelerate would fail later, less clearly)
-        except ImportError:
-            raise ConfigError("this launch uses DeepSpeed (recipes/accelerate/deepspeed_*.yaml) "
-                              "but deepspeed is not installed: pip install -e '.[deepspeed]', "
-                              "or launch with recipes/accelerate/ddp.yaml") from None
-    if not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"):
-        check_rank_network()               # gloo between nodes: before the group can hang
-    if deepspeed and not torch.cuda.is_available():
-        # DeepSpeed off-GPU needs gloo named; only then, because a non-default backend makes
-        # Accelerate initialise a process group even for a single process.
-        pg["backend"] = "gloo"
+    pg = group_kwargs(cfg)
     # Accelerate keeps one global state per process and refuses a second precision; a new run
     # in the same process (tests, notebooks, sweeps) starts from a clean one. The process group
     # (PartialState) is kept.

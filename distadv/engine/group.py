@@ -1,0 +1,49 @@
+"""How the ranks of a launch form their process group, and how they agree before a run.
+
+The group's arguments come from the recipe (``runtime.timeout_s``: a hung peer fails instead
+of hanging) and the launch (gloo for DeepSpeed off-GPU). Accelerate keeps the group for the
+life of the process (PartialState), so whoever creates it first decides them: the first run,
+or a sweep that needs the ranks to agree on its elements before the first run starts.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, Dict
+
+import torch
+
+from ..errors import ConfigError
+from .topology import check_rank_network
+
+
+def deepspeed_launch() -> bool:
+    """True when ``accelerate launch`` selected DeepSpeed (its config sets this variable)."""
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+
+
+def cpu_launch() -> bool:
+    """True when the ranks run on CPU (no GPU here, or ACCELERATE_USE_CPU=1): gloo."""
+    return (not torch.cuda.is_available()
+            or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true"))
+
+
+def group_kwargs(cfg) -> Dict[str, Any]:
+    """The process-group arguments of a run, after the checks that must come before a group
+    can hang (DeepSpeed installed; on CPU, a host name that other nodes can reach)."""
+    pg: Dict[str, Any] = {"timeout": timedelta(seconds=cfg.runtime.timeout_s)}
+    deepspeed = deepspeed_launch()
+    if deepspeed:
+        try:
+            import deepspeed as _  # noqa: F401  (Accelerate would fail later, less clearly)
+        except ImportError:
+            raise ConfigError("this launch uses DeepSpeed (recipes/accelerate/deepspeed_*.yaml) "
+                              "but deepspeed is not installed: pip install -e '.[deepspeed]', "
+                              "or launch with recipes/accelerate/ddp.yaml") from None
+    if cpu_launch():
+        check_rank_network()               # gloo between nodes: before the group can hang
+    if deepspeed and not torch.cuda.is_available():
+        # DeepSpeed off-GPU needs gloo named; only then, because a non-default backend makes
+        # Accelerate initialise a process group even for a single process.
+        pg["backend"] = "gloo"
+    return pg
