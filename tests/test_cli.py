@@ -236,19 +236,41 @@ def test_console_scripts_are_installed_and_work(tmp_path):
 @pytest.mark.slow
 def test_accelerate_launch_module_runs_a_two_rank_sweep(tmp_path):
     """``accelerate launch -m distadv.train -m seed=0,1 ...``: the module entry under the
-    launcher, 2 gloo ranks, each element of the sweep trained at world size 2."""
-    cmd = [PY, "-m", "accelerate.commands.launch", "--config_file",
-           str(ROOT / "recipes/accelerate/ddp.yaml"), "--num_processes", "2",
-           "--log_dir", os.devnull, "-m", "distadv.train", "-m", "recipe=demo", "seed=0,1",
-           "optim.epochs=1", f"runs_root={tmp_path}", *TINY]
-    env = {**run_env(), "ACCELERATE_USE_CPU": "1"}
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    launcher (run as ``python -m`` runs it, with the grid's readers logged), 2 gloo ranks, each
+    element of the sweep trained at world size 2. Only rank 0 reads the grid's records: rank 1
+    reading them while rank 0 wrote grid.json failed CI ("exists and is not a grid directory").
+    A sweep refused on rank 0 (a second copy holds the grid's lock) stops every rank with the
+    same line and exit 2, not one rank's error and a SIGTERM for the other."""
+    def launch(*extra):
+        cmd = [PY, "-m", "accelerate.commands.launch", "--config_file",
+               str(ROOT / "recipes/accelerate/ddp.yaml"), "--num_processes", "2",
+               "--log_dir", os.devnull, str(ROOT / "tests/scripts/grid_readers.py"), "-m",
+               "recipe=demo", "seed=0,1", "optim.epochs=1", f"runs_root={tmp_path}", *TINY,
+               *extra]
+        env = {**run_env(), "ACCELERATE_USE_CPU": "1", "GRID_READERS_LOG": str(log)}
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env=env,
+                              timeout=600)
+
+    log = tmp_path / "readers.log"
+    r = launch()
     assert r.returncode == 0, r.stderr[-3000:]
     (sweep,) = (tmp_path / "sweeps").iterdir()
     results = [json.loads((sweep / n / "results.json").read_text())
                for n in ("00-demo-s0", "01-demo-s1")]
     assert [res["world_size"] for res in results] == [2, 2]
     assert r.stdout.count("distadv: sweep run ") == 2          # rank 0 speaks, once per run
+    readers = log.read_text().split()
+    assert readers[0::2] and set(readers[0::2]) == {"0"}, readers
+    assert {"read_manifest", "attempts"} <= set(readers[1::2])
+
+    import fcntl
+    with open(sweep / ".submit.lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = launch()                      # the same sweep, a second copy
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("distadv: error:")]
+    assert r.returncode != 0 and len(lines) == 2, r.stderr[-3000:]
+    assert all("another submission of this grid is running" in ln for ln in lines), lines
+    assert "SIGTERM" not in r.stderr
 
 
 @pytest.mark.parametrize("group", ["recipe", "suite"])

@@ -47,3 +47,24 @@ def group_kwargs(cfg) -> Dict[str, Any]:
         # Accelerate initialise a process group even for a single process.
         pg["backend"] = "gloo"
     return pg
+
+
+def lead_decides(value: Any, cfg) -> Any:
+    """Rank 0's ``value`` on every rank of the launch (the other ranks pass anything, e.g.
+    None). Forms the process group first, with ``cfg``'s arguments as the run would, if there
+    is none yet; a single process gets its own value back. A collective: every rank calls it.
+    Why: what rank 0 reads while it also writes (a sweep's grid.json, submissions.jsonl) is a
+    race for the others, and ranks that disagree on what to run pair up on different runs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return value
+    import torch.distributed as dist
+    from accelerate.state import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    from .topology import check_world
+
+    # cpu= as AcceleratorState passes it, so the Accelerator of the first run reuses this group
+    check_world(PartialState(parse_flag_from_env("ACCELERATE_USE_CPU"), **group_kwargs(cfg)))
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -59,7 +59,7 @@ def check_rank_network() -> None:
 
 
 def check_world(accelerator) -> None:
-    """Refuse a launch whose ranks did not form one process group: the launcher (torchrun,
+    """(``accelerator``: an Accelerator or Accelerate's PartialState.) Refuse a launch whose ranks did not form one process group: the launcher (torchrun,
     submitit) says WORLD_SIZE=N but Accelerate runs each rank alone, e.g. `--multi_gpu` on a
     node without GPUs and without ACCELERATE_USE_CPU=1. Each rank would otherwise train its own
     copy into the same run directory. Before anything is written."""

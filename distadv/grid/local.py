@@ -8,6 +8,7 @@ import contextlib
 import os
 from typing import List
 
+from ..errors import UserError
 from .status import element_rows, outcome, status_table
 from .store import GridDir
 from .submit import Plan
@@ -28,20 +29,25 @@ def run_local(plan: Plan) -> int:
     """Train every unfinished element of ``plan`` in order (under the grid's lock, so a second
     copy of the same sweep is refused); return 0 if all have results, else the first failed
     run's exit status. A failed element does not stop the ones after it."""
+    from ..compose import load_config
+    from ..engine.group import lead_decides
     from ..train import main as train_main
 
     gd = GridDir(plan.grid_dir)
     failed: List[str] = []
     status = 0
-    with gd.lock() if _lead() else contextlib.nullcontext():
-        if _lead():                 # the others would race its write of grid.json
-            gd.adopt(plan.name, plan.elements, plan.info)
-        rows = {r["name"]: r for r in element_rows(gd, plan.elements)}
-        todo = [e for e in plan.elements if outcome(rows[e.name]) == "failed"]
+    with contextlib.ExitStack() as held:
+        todo = _lead_plans(gd, plan, held) if _lead() else None
+        # The other ranks take rank 0's list: reading the grid while rank 0 writes grid.json
+        # and submissions.jsonl raced (CI: "exists and is not a grid directory").
+        todo = lead_decides(todo, load_config(list(plan.elements[0].overrides)))
+        if isinstance(todo, UserError):
+            raise todo                        # every rank: one line, exit 2
         done = len(plan.elements) - len(todo)
         if done:
             _say(f"distadv: sweep: skipping {done} element(s) with results or running on SLURM")
-        for i, e in enumerate(todo, 1):
+        for i, name in enumerate(todo, 1):
+            e = next(e for e in plan.elements if e.name == name)
             _say(f"distadv: sweep run {i}/{len(todo)}: {e.name} ({' '.join(e.overrides)})")
             if _lead():
                 gd.record({"local": [e.name]})
@@ -50,9 +56,22 @@ def run_local(plan: Plan) -> int:
             if code != 0:
                 failed.append(e.name)
                 status = status or code
-    _say(status_table(element_rows(gd, plan.elements)))
+    if _lead():
+        print(status_table(element_rows(gd, plan.elements)), flush=True)
     if failed:
         _say(f"distadv: sweep: {len(failed)} run(s) ended without results: {', '.join(failed)}; "
              "run the same command again to retry them")
     _say(f"distadv: sweep of {len(plan.elements)} run(s) in {gd.path}")
     return status
+
+
+def _lead_plans(gd: GridDir, plan: Plan, held: contextlib.ExitStack):
+    """Rank 0: take the grid's lock (kept in ``held``), record the grid and return the names
+    of the elements to train; or the UserError that refuses the sweep, for every rank."""
+    try:
+        held.enter_context(gd.lock())
+        gd.adopt(plan.name, plan.elements, plan.info)
+    except UserError as exc:
+        return exc
+    rows = {r["name"]: r for r in element_rows(gd, plan.elements)}
+    return [e.name for e in plan.elements if outcome(rows[e.name]) == "failed"]
