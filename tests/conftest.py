@@ -9,7 +9,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import torch
@@ -114,3 +114,63 @@ def slurm():
     """The local cluster, shared with the other tests that run jobs on it."""
     with slurm_cluster():
         yield True
+
+
+# --- runs that several tests read, made once per test session ------------------------------
+
+def shared_run(tmp_path_factory, name: str, make: Callable[[Path], None]) -> Path:
+    """``<session tmp>/shared-<name>/run``, made by ``make(run_dir)`` once per test session by
+    the first xdist worker that asks (the others wait on a file lock, then reuse it): each of
+    these runs costs 15-60 s of CPU, and the tests only read it."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base   # this session's
+    run, done = root / f"shared-{name}" / "run", root / f"shared-{name}.done"
+    with open(root / f"shared-{name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            make(run)
+            done.touch()
+    return run
+
+
+def two_process_launch(run_dir: Path, *overrides: str) -> subprocess.Popen:
+    """A 2-process single-node run of the demo recipe (accelerate launch, gloo on CPU, outside
+    SLURM), started."""
+    from tools.procs import launch_cmd
+
+    cmd = launch_cmd("distadv/train.py", "recipe=demo", f"run_dir={run_dir}", *overrides)
+    return subprocess.Popen(cmd, env=dict(run_env(), ACCELERATE_USE_CPU="1"), cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finished(proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait for a started run; fail with its output's tail if it failed."""
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, out[-3000:]
+
+
+# One adversarial epoch of 3 steps, random starts off so that runs on different launches attack
+# from the same point: the 2-vs-1 test's run (tests/test_training.py) and the multi-node runs'.
+SAME_BATCH = ["strategy.name=adversarial", "optim.epochs=1", "runtime.max_steps_per_epoch=3",
+              "train_attacks.linf.random_start=false", "early_stop.patience=0", "seed=0",
+              "log.progress=never", *NO_CHECK]
+
+
+@pytest.fixture(scope="session")
+def two_process_same_batch(tmp_path_factory):
+    """SAME_BATCH as 2 processes on one node (test_training's 2-vs-1, test_multinode's 2-node
+    runs compare with it)."""
+    return shared_run(tmp_path_factory, "same-batch",
+                      lambda run: finished(two_process_launch(run, *SAME_BATCH)))
+
+
+@pytest.fixture(scope="session")
+def demo_at_run(tmp_path_factory):
+    """Adversarial training of the old demo (DEMO_EPS02), seed 0, one process, no check: the
+    robust model of test_distributed's bf16 attack bound and test_training's AT-vs-natural."""
+    def make(run: Path) -> None:
+        from distadv.compose import load_config
+        from distadv.engine.fit import fit
+        fit(load_config(["recipe=demo", f"run_dir={run}", "log.progress=never", "seed=0",
+                         *DEMO_EPS02, *NO_CHECK]))
+    return shared_run(tmp_path_factory, "demo-at", make)

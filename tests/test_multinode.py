@@ -5,9 +5,7 @@ Nothing is mocked: the grid element and the sbatch template span both nodes, nod
 the middle of an epoch (slurm/local/node.sh lose 2), and a 2-node element is preempted."""
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -16,10 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import NO_CHECK, ROOT, SLURM_START, run_env, slurm_cluster
+from conftest import (NO_CHECK, ROOT, SAME_BATCH, SLURM_START, finished, shared_run, slurm_cluster,
+                      two_process_launch)
 from test_slurm import (env_with, final_state, last_jobs, recipes_with, sacct_states, same_run,
                         submit, wait_epoch)
-from tools.procs import launch_cmd
 
 from distadv.engine.checkpoint import load_state
 from distadv.grid.status import ACTIVE
@@ -28,11 +26,6 @@ from distadv.grid.submit import wait
 NODE = str(ROOT / "slurm/local/node.sh")
 ADDR = {"node1": "10.77.0.11", "node2": "10.77.0.12"}
 TWO_NODES = ["cluster=local", "cluster.nodes=2"]
-# The 2-vs-1 test's run (tests/test_training.py): one adversarial epoch of 3 steps, random
-# starts off so that both runs attack from the same point.
-SAME_BATCH = ["strategy.name=adversarial", "optim.epochs=1", "runtime.max_steps_per_epoch=3",
-              "train_attacks.linf.random_start=false", "early_stop.patience=0", "seed=0",
-              "log.progress=never", *NO_CHECK]
 # Runs long enough to be interrupted at epoch 2 of 8 (BasicNet at 32x32, ~3 s per epoch).
 TIMEOUT_S = 20
 LONG = ["optim.epochs=8", "model.name=basicnet", "data.image_size=32", "seed=3",
@@ -77,43 +70,10 @@ def test_nodes_reach_each_other_and_the_controller_only(two_nodes):
         assert got[t] == "ENETUNREACH", (t, got)   # no route leaves the bridge
 
 
-def local_launch(run_dir: Path, *overrides: str) -> subprocess.Popen:
-    """A 2-process single-node run (accelerate launch, gloo on CPU, outside SLURM), started."""
-    cmd = launch_cmd("distadv/train.py", "recipe=demo", f"run_dir={run_dir}", *overrides)
-    return subprocess.Popen(cmd, env=dict(run_env(), ACCELERATE_USE_CPU="1"), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finished(proc: subprocess.Popen, timeout: float = 600) -> None:
-    out, _ = proc.communicate(timeout=timeout)
-    assert proc.returncode == 0, out[-3000:]
-
-
-def reference_run(tmp_path_factory, name: str, *overrides: str) -> Path:
-    """A 2-process single-node run made once per test session, by the first xdist worker
-    that asks (the others wait on a file lock and reuse it): each costs 15-40 s of both
-    cores, and the tests only read it."""
-    base = tmp_path_factory.getbasetemp()
-    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base   # this session's
-    run, done = root / f"reference-{name}" / "run", root / f"reference-{name}.done"
-    with open(root / f"reference-{name}.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            finished(local_launch(run, *overrides))
-            done.touch()
-    return run
-
-
-@pytest.fixture(scope="session")
-def two_process_run(tmp_path_factory):
-    """The reference of the multi-node runs: SAME_BATCH as 2 processes on one node."""
-    return reference_run(tmp_path_factory, "same-batch", *SAME_BATCH)
-
-
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory):
     """The reference of the interrupted runs: LONG as 2 processes on one node, uninterrupted."""
-    return reference_run(tmp_path_factory, "long", *LONG)
+    return shared_run(tmp_path_factory, "long", lambda run: finished(two_process_launch(run, *LONG)))
 
 
 @contextmanager
@@ -177,7 +137,8 @@ def assert_same_batch(reference: Path, run: Path) -> None:
     assert abs(ra["test"]["natural"] - rb["test"]["natural"]) <= 1 / 359
 
 
-def test_two_node_element_trains_with_one_rank_per_node(two_nodes, two_process_run, tmp_path):
+def test_two_node_element_trains_with_one_rank_per_node(two_nodes, two_process_same_batch,
+                                                         tmp_path):
     """cluster.nodes=2, one CPU task per node: world size 2, rank 0 on node1 and rank 1 on
     node2 connected over the bridge (seen in node2's sockets), results equal to 2 processes
     on one node, and node2 cannot write the grid directory (only its SLURM logs)."""
@@ -202,7 +163,7 @@ def test_two_node_element_trains_with_one_rank_per_node(two_nodes, two_process_r
         assert f"rank {rank}/2 on {host} ({addr}), rendezvous node1:" in logs[rank], logs[rank]
     assert "(10.77.0.11)" in logs[1].split("rendezvous", 1)[1].splitlines()[0]
     assert "2 ranks on 2 node(s)" in logs[0]
-    assert_same_batch(two_process_run, run)
+    assert_same_batch(two_process_same_batch, run)
 
 
 def sbatch_on_two_nodes(out: Path, run: Path, env: dict) -> None:
@@ -215,7 +176,7 @@ def sbatch_on_two_nodes(out: Path, run: Path, env: dict) -> None:
     assert final_state(job) == "COMPLETED", out.read_text()[-3000:]
 
 
-def test_sbatch_template_on_two_nodes(two_nodes, two_process_run, tmp_path):
+def test_sbatch_template_on_two_nodes(two_nodes, two_process_same_batch, tmp_path):
     """slurm/train.sbatch --nodes=2: srun starts one `accelerate launch` per node, each one
     rank; they meet at node1 and train like 2 processes on one node. node2 cannot write the
     run directory."""
@@ -229,10 +190,10 @@ def test_sbatch_template_on_two_nodes(two_nodes, two_process_run, tmp_path):
     assert "2 ranks on 2 node(s), rendezvous node1:" in log and "(10.77.0.11)" in log
     res = json.loads((shared / "run/results.json").read_text())
     assert_two_nodes(res)
-    assert_same_batch(two_process_run, shared / "run")
+    assert_same_batch(two_process_same_batch, shared / "run")
 
 
-def test_sbatch_deepspeed_zero2_on_two_nodes(two_nodes, two_process_run, tmp_path):
+def test_sbatch_deepspeed_zero2_on_two_nodes(two_nodes, two_process_same_batch, tmp_path):
     """slurm/train.sbatch --nodes=2 with DISTADV_LAUNCH_ARGS naming the DeepSpeed ZeRO-2
     config: DeepSpeed really runs (not DDP: `--multi_gpu` would override the config's
     distributed_type), one launcher per node (not DeepSpeed's pdsh), each rank writes its own
@@ -248,7 +209,7 @@ def test_sbatch_deepspeed_zero2_on_two_nodes(two_nodes, two_process_run, tmp_pat
     assert_two_nodes(res)
     assert sorted(p.name for p in (run / "checkpoints").glob("zero-*")) == [
         "zero-e1-rank0", "zero-e1-rank1"]
-    assert_same_batch(two_process_run, run)
+    assert_same_batch(two_process_same_batch, run)
 
 
 def error_time(err: Path, start: float, limit: float) -> float:

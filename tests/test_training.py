@@ -14,7 +14,7 @@ from distadv.compose import load_config
 from distadv.engine.checkpoint import load_state, load_weights
 from distadv.engine.fit import fit
 from distadv.models import create_model
-from tests.conftest import DEMO_EPS02, NO_CHECK, ROOT, run_env
+from tests.conftest import DEMO_EPS02, NO_CHECK, ROOT, SAME_BATCH, run_env
 from tools.procs import launch_cmd
 
 QUIET = ["log.progress=never"]
@@ -111,21 +111,26 @@ def _strong_pgd_accuracy(run_dir, test_set):
 # a margin of 0.4 and "near 0" as < 0.02, on two seeds.
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
-def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, seed):
-    at = _run(tmp_path / "at", f"seed={seed}", *DEMO_EPS02, *NO_CHECK)  # the settings measured above
+def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, seed, request):
+    at_dir = tmp_path / "at"
+    if seed == 0:       # the same run as test_distributed's robust model: made once per session
+        at_dir = request.getfixturevalue("demo_at_run")
+    else:
+        _run(at_dir, f"seed={seed}", *DEMO_EPS02, *NO_CHECK)  # the settings measured above
+    at = json.loads((at_dir / "results.json").read_text())
     nat = _run(tmp_path / "nat", f"seed={seed}", "strategy.name=natural",
                "early_stop.metric=natural", *DEMO_EPS02, *NO_CHECK)
     assert nat["test"]["natural"] > 0.9 and at["test"]["natural"] > 0.85
     assert at["test"]["pgd_linf"] - nat["test"]["pgd_linf"] > 0.4
     strong_nat = _strong_pgd_accuracy(tmp_path / "nat", digits[1])
-    strong_at = _strong_pgd_accuracy(tmp_path / "at", digits[1])
+    strong_at = _strong_pgd_accuracy(at_dir, digits[1])
     assert strong_nat < 0.02
     assert strong_at - strong_nat > 0.4
 
 
 def _launch(run_dir, processes: int, *overrides):
     args = ["recipe=demo", f"run_dir={run_dir}", *QUIET, "train_attacks.linf.random_start=false",
-            "early_stop.patience=0", *overrides]
+            "early_stop.patience=0", *NO_CHECK, *overrides]
     if processes == 1:
         cmd = [sys.executable, str(ROOT / "distadv/train.py"), *args]
     else:
@@ -147,17 +152,24 @@ def _launch(run_dir, processes: int, *overrides):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy,epochs,steps", [("natural", 2, 8), ("adversarial", 1, 3)])
 def test_two_processes_equal_one_process_of_the_same_global_batch(tmp_path, strategy, epochs,
-                                                                 steps):
+                                                                 steps, request):
     extra = [f"strategy.name={strategy}", f"optim.epochs={epochs}",
              f"runtime.max_steps_per_epoch={steps}"]
     one = _launch(tmp_path / "one", 1, *extra)
-    two = _launch(tmp_path / "two", 2, *extra)
+    two_dir = tmp_path / "two"
+    if strategy == "adversarial":   # conftest's SAME_BATCH: made once per session, also for
+        two_dir = request.getfixturevalue("two_process_same_batch")     # the multi-node tests
+        assert set(SAME_BATCH) == {*QUIET, "train_attacks.linf.random_start=false", "seed=0",
+                                   "early_stop.patience=0", *NO_CHECK, *extra}
+        two = json.loads((two_dir / "results.json").read_text())
+    else:
+        two = _launch(two_dir, 2, *extra)
     assert one["world_size"] == 1 and two["world_size"] == 2
     val_size, test_size = 200, 359  # 359 is odd: one rank gets a padded duplicate
     for r in (one, two):
         assert r["val_examples"] == val_size and r["test_examples"] == test_size
     a = load_state(tmp_path / "one/checkpoints/latest")["model"]
-    b = load_state(tmp_path / "two/checkpoints/latest")["model"]
+    b = load_state(two_dir / "checkpoints/latest")["model"]
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     assert diff < 1e-6, diff
     assert abs(one["test"]["natural"] - two["test"]["natural"]) <= 1 / test_size
