@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import subprocess
 import sys
@@ -156,21 +157,43 @@ SAME_BATCH = ["strategy.name=adversarial", "optim.epochs=1", "runtime.max_steps_
               "log.progress=never", *NO_CHECK]
 
 
-@pytest.fixture(scope="session")
-def two_process_same_batch(tmp_path_factory):
-    """SAME_BATCH as 2 processes on one node (test_training's 2-vs-1, test_multinode's 2-node
-    runs compare with it)."""
-    return shared_run(tmp_path_factory, "same-batch",
-                      lambda run: finished(two_process_launch(run, *SAME_BATCH)))
+def _key(overrides) -> str:
+    """A shared run's name: the set of its overrides (order does not change a run)."""
+    return hashlib.sha1("\n".join(sorted(overrides)).encode()).hexdigest()[:12]
 
 
 @pytest.fixture(scope="session")
-def demo_at_run(tmp_path_factory):
-    """Adversarial training of the old demo (DEMO_EPS02), seed 0, one process, no check: the
-    robust model of test_distributed's bf16 attack bound and test_training's AT-vs-natural."""
-    def make(run: Path) -> None:
+def two_process_run(tmp_path_factory):
+    """``two_process_run(*overrides)``: the demo recipe with ``overrides`` as 2 processes on
+    one node, made once per session for every test that asks for the same overrides."""
+    def run_for(*overrides: str) -> Path:
+        return shared_run(tmp_path_factory, f"2p-{_key(overrides)}",
+                          lambda run: finished(two_process_launch(run, *overrides)))
+    return run_for
+
+
+@pytest.fixture(scope="session")
+def one_process_run(tmp_path_factory):
+    """``one_process_run(*overrides)``: the demo recipe with ``overrides``, trained in this
+    process (``fit``), once per session for every test that asks for the same overrides."""
+    def make(overrides, run: Path) -> None:
         from distadv.compose import load_config
         from distadv.engine.fit import fit
-        fit(load_config(["recipe=demo", f"run_dir={run}", "log.progress=never", "seed=0",
-                         *DEMO_EPS02, *NO_CHECK]))
-    return shared_run(tmp_path_factory, "demo-at", make)
+        fit(load_config(["recipe=demo", f"run_dir={run}", *overrides]))
+
+    def run_for(*overrides: str) -> Path:
+        return shared_run(tmp_path_factory, f"1p-{_key(overrides)}",
+                          lambda run: make(overrides, run))
+    return run_for
+
+
+@pytest.fixture(scope="session")
+def two_process_same_batch(two_process_run):
+    """SAME_BATCH as 2 processes on one node (test_training's 2-vs-1, test_multinode's 2-node
+    runs compare with it)."""
+    return two_process_run(*SAME_BATCH)
+
+
+# The old demo's adversarial training (the settings test_training's AT-vs-natural margins and
+# test_distributed's bf16 bound were measured on), one process, no check; add seed=N.
+DEMO_AT = ["log.progress=never", *DEMO_EPS02, *NO_CHECK]

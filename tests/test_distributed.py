@@ -15,7 +15,7 @@ from distadv.compose import load_config
 from distadv.engine.checkpoint import load_state, load_weights
 from distadv.engine.fit import fit
 from distadv.models import create_model
-from tests.conftest import ROOT, run_env
+from tests.conftest import DEMO_AT, ROOT, run_env
 from tools.procs import launch_cmd
 
 pytestmark = pytest.mark.slow
@@ -150,11 +150,12 @@ def test_batchnorm_buffers_are_consistent_across_ranks_when_evaluation_starts():
 
 
 @pytest.fixture(scope="module")
-def demo_at_model(demo_at_run):
+def demo_at_model(one_process_run):
     """The old demo (BasicNet, 32x32, eps 0.2), adversarially trained: the settings the 2-point
-    bound was measured on (conftest's demo_at_run, shared with test_training)."""
+    bound was measured on (the same run as test_training's AT-vs-natural seed 0)."""
+    run = one_process_run("seed=0", *DEMO_AT)
     model = create_model("basicnet", 10, 1)
-    model.load_state_dict(load_weights(demo_at_run / "checkpoints/best.safetensors"))
+    model.load_state_dict(load_weights(run / "checkpoints/best.safetensors"))
     return model.eval()
 
 

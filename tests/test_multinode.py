@@ -14,8 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import (NO_CHECK, ROOT, SAME_BATCH, SLURM_START, finished, shared_run, slurm_cluster,
-                      two_process_launch)
+from conftest import NO_CHECK, ROOT, SAME_BATCH, SLURM_START, slurm_cluster
 from test_slurm import (env_with, final_state, last_jobs, recipes_with, sacct_states, same_run,
                         submit, wait_epoch)
 
@@ -71,9 +70,9 @@ def test_nodes_reach_each_other_and_the_controller_only(two_nodes):
 
 
 @pytest.fixture(scope="session")
-def uninterrupted(tmp_path_factory):
+def uninterrupted(two_process_run):
     """The reference of the interrupted runs: LONG as 2 processes on one node, uninterrupted."""
-    return shared_run(tmp_path_factory, "long", lambda run: finished(two_process_launch(run, *LONG)))
+    return two_process_run(*LONG)
 
 
 @contextmanager

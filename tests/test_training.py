@@ -14,8 +14,7 @@ from distadv.compose import load_config
 from distadv.engine.checkpoint import load_state, load_weights
 from distadv.engine.fit import fit
 from distadv.models import create_model
-from tests.conftest import DEMO_EPS02, NO_CHECK, ROOT, SAME_BATCH, run_env
-from tools.procs import launch_cmd
+from tests.conftest import DEMO_AT, DEMO_EPS02, NO_CHECK, ROOT, run_env
 
 QUIET = ["log.progress=never"]
 
@@ -111,12 +110,9 @@ def _strong_pgd_accuracy(run_dir, test_set):
 # a margin of 0.4 and "near 0" as < 0.02, on two seeds.
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
-def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, seed, request):
-    at_dir = tmp_path / "at"
-    if seed == 0:       # the same run as test_distributed's robust model: made once per session
-        at_dir = request.getfixturevalue("demo_at_run")
-    else:
-        _run(at_dir, f"seed={seed}", *DEMO_EPS02, *NO_CHECK)  # the settings measured above
+def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, seed,
+                                                           one_process_run):
+    at_dir = one_process_run(f"seed={seed}", *DEMO_AT)   # seed 0: test_distributed's model too
     at = json.loads((at_dir / "results.json").read_text())
     nat = _run(tmp_path / "nat", f"seed={seed}", "strategy.name=natural",
                "early_stop.metric=natural", *DEMO_EPS02, *NO_CHECK)
@@ -128,15 +124,17 @@ def test_adversarial_training_beats_natural_by_a_wide_margin(tmp_path, digits, s
     assert strong_at - strong_nat > 0.4
 
 
-def _launch(run_dir, processes: int, *overrides):
-    args = ["recipe=demo", f"run_dir={run_dir}", *QUIET, "train_attacks.linf.random_start=false",
-            "early_stop.patience=0", *NO_CHECK, *overrides]
-    if processes == 1:
-        cmd = [sys.executable, str(ROOT / "distadv/train.py"), *args]
-    else:
-        cmd = launch_cmd("distadv/train.py", *args, processes=processes)
-    env = run_env()
-    env["ACCELERATE_USE_CPU"] = "1"  # with --multi_gpu: really 2 gloo processes on CPU
+# Random starts off: both runs attack from the same point. The 2-process run of the adversarial
+# case is conftest's SAME_BATCH (the same overrides): the multi-node tests compare with it too.
+TWO_VS_ONE = [*QUIET, "train_attacks.linf.random_start=false", "early_stop.patience=0", "seed=0",
+              *NO_CHECK]
+
+
+def _one_process(run_dir, *overrides):
+    """The demo recipe with ``overrides`` as one process (distadv/train.py); its results."""
+    cmd = [sys.executable, str(ROOT / "distadv/train.py"), "recipe=demo", f"run_dir={run_dir}",
+           *overrides]
+    env = dict(run_env(), ACCELERATE_USE_CPU="1")   # on CPU like the 2-process run, GPU or not
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((run_dir / "results.json").read_text())
@@ -152,18 +150,12 @@ def _launch(run_dir, processes: int, *overrides):
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy,epochs,steps", [("natural", 2, 8), ("adversarial", 1, 3)])
 def test_two_processes_equal_one_process_of_the_same_global_batch(tmp_path, strategy, epochs,
-                                                                 steps, request):
-    extra = [f"strategy.name={strategy}", f"optim.epochs={epochs}",
+                                                                 steps, two_process_run):
+    extra = [*TWO_VS_ONE, f"strategy.name={strategy}", f"optim.epochs={epochs}",
              f"runtime.max_steps_per_epoch={steps}"]
-    one = _launch(tmp_path / "one", 1, *extra)
-    two_dir = tmp_path / "two"
-    if strategy == "adversarial":   # conftest's SAME_BATCH: made once per session, also for
-        two_dir = request.getfixturevalue("two_process_same_batch")     # the multi-node tests
-        assert set(SAME_BATCH) == {*QUIET, "train_attacks.linf.random_start=false", "seed=0",
-                                   "early_stop.patience=0", *NO_CHECK, *extra}
-        two = json.loads((two_dir / "results.json").read_text())
-    else:
-        two = _launch(two_dir, 2, *extra)
+    one = _one_process(tmp_path / "one", *extra)
+    two_dir = two_process_run(*extra)
+    two = json.loads((two_dir / "results.json").read_text())
     assert one["world_size"] == 1 and two["world_size"] == 2
     val_size, test_size = 200, 359  # 359 is odd: one rank gets a padded duplicate
     for r in (one, two):

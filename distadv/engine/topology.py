@@ -59,10 +59,11 @@ def check_rank_network() -> None:
 
 
 def check_world(accelerator) -> None:
-    """(``accelerator``: an Accelerator or Accelerate's PartialState.) Refuse a launch whose ranks did not form one process group: the launcher (torchrun,
-    submitit) says WORLD_SIZE=N but Accelerate runs each rank alone, e.g. `--multi_gpu` on a
-    node without GPUs and without ACCELERATE_USE_CPU=1. Each rank would otherwise train its own
-    copy into the same run directory. Before anything is written."""
+    """Refuse a launch whose ranks did not form one process group (``accelerator``: an
+    Accelerator or Accelerate's PartialState): the launcher (torchrun, submitit) says
+    WORLD_SIZE=N but Accelerate runs each rank alone, e.g. `--multi_gpu` on a node without GPUs
+    and without ACCELERATE_USE_CPU=1. Each rank would otherwise train its own copy into the
+    same run directory. Before anything is written."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched > accelerator.num_processes:
         raise ConfigError(

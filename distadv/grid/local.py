@@ -40,14 +40,13 @@ def run_local(plan: Plan) -> int:
         todo = _lead_plans(gd, plan, held) if _lead() else None
         # The other ranks take rank 0's list: reading the grid while rank 0 writes grid.json
         # and submissions.jsonl raced (CI: "exists and is not a grid directory").
-        todo = lead_decides(todo, load_config(list(plan.elements[0].overrides)))
+        todo = lead_decides(todo, lambda: load_config(list(plan.elements[0].overrides)))
         if isinstance(todo, UserError):
             raise todo                        # every rank: one line, exit 2
         done = len(plan.elements) - len(todo)
         if done:
             _say(f"distadv: sweep: skipping {done} element(s) with results or running on SLURM")
-        for i, name in enumerate(todo, 1):
-            e = next(e for e in plan.elements if e.name == name)
+        for i, e in enumerate(todo, 1):
             _say(f"distadv: sweep run {i}/{len(todo)}: {e.name} ({' '.join(e.overrides)})")
             if _lead():
                 gd.record({"local": [e.name]})
@@ -66,12 +65,12 @@ def run_local(plan: Plan) -> int:
 
 
 def _lead_plans(gd: GridDir, plan: Plan, held: contextlib.ExitStack):
-    """Rank 0: take the grid's lock (kept in ``held``), record the grid and return the names
-    of the elements to train; or the UserError that refuses the sweep, for every rank."""
+    """Rank 0: take the grid's lock (kept in ``held``), record the grid and return the
+    elements to train; or the UserError that refuses the sweep, for every rank."""
     try:
         held.enter_context(gd.lock())
         gd.adopt(plan.name, plan.elements, plan.info)
     except UserError as exc:
         return exc
     rows = {r["name"]: r for r in element_rows(gd, plan.elements)}
-    return [e.name for e in plan.elements if outcome(rows[e.name]) == "failed"]
+    return [e for e in plan.elements if outcome(rows[e.name]) == "failed"]
