@@ -3,6 +3,8 @@
 the leaders run it (its loss equals the formula), and the leaderboard's optimizer options."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -105,15 +107,16 @@ def test_best_checkpoint_holds_the_ema_weights(tmp_path):
 
 
 @pytest.mark.slow
-def test_ema_two_processes_equal_one_process_of_the_same_global_batch(tmp_path):
-    from tests.test_training import _launch
-    extra = ["strategy.name=natural", "optim.epochs=2", "runtime.max_steps_per_epoch=8",
-             "ema.enabled=true", *NO_CHECK]
-    one = _launch(tmp_path / "one", 1, *extra)
-    two = _launch(tmp_path / "two", 2, *extra)
+def test_ema_two_processes_equal_one_process_of_the_same_global_batch(tmp_path, two_process_run):
+    from tests.test_training import TWO_VS_ONE, _one_process
+    extra = [*TWO_VS_ONE, "strategy.name=natural", "optim.epochs=2",
+             "runtime.max_steps_per_epoch=8", "ema.enabled=true"]
+    one = _one_process(tmp_path / "one", *extra)
+    two_dir = two_process_run(*extra)
+    two = json.loads((two_dir / "results.json").read_text())
     assert one["world_size"] == 1 and two["world_size"] == 2
     a = load_state(tmp_path / "one/checkpoints/latest")["method"]["ema"]
-    b = load_state(tmp_path / "two/checkpoints/latest")["method"]["ema"]
+    b = load_state(two_dir / "checkpoints/latest")["method"]["ema"]
     assert a["steps"] == b["steps"] == 16
     params = {n for n, _ in nn.Module.named_parameters(_model_like(tmp_path / "one"))}
     diff = max((a["weights"][k] - b["weights"][k]).abs().max().item() for k in params)
